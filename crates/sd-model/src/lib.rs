@@ -1,0 +1,23 @@
+//! Stable Diffusion 1.x in Burn: the CLIP tokenizer and text encoder, UNet2DConditionModel,
+//! AutoencoderKL, the DDIM scheduler and a classifier-free-guidance pipeline, loading real
+//! diffusers folders and proved equal to diffusers / transformers by parity tests.
+
+pub mod backend;
+pub mod clip;
+pub mod config;
+pub mod ddim;
+pub mod hub;
+pub mod load;
+pub mod nn;
+pub mod noise;
+pub mod pipeline;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+
+pub use clip::{ClipTextConfig, ClipTextModel};
+pub use ddim::{DdimConfig, DdimScheduler};
+pub use pipeline::{InitLatents, SampleRequest, StableDiffusion};
+pub use tokenizer::ClipTokenizer;
+pub use unet::{UNet2DConditionModel, UNetConfig};
+pub use vae::{AutoencoderKL, VaeConfig};

@@ -1,0 +1,244 @@
+//! Building blocks shared by the UNet and the VAE: constructors with diffusers' defaults,
+//! ResnetBlock2D, Attention, Upsample2D and Downsample2D, each named as its checkpoint keys.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// A `k`×`k` convolution with symmetric zero padding `pad`.
+pub fn conv2d<B: Backend>(
+    in_ch: usize,
+    out_ch: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([in_ch, out_ch], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .init(device)
+}
+
+/// A Linear layer (`bias` as in the checkpoint).
+pub fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
+}
+
+/// An affine GroupNorm.
+pub fn group_norm<B: Backend>(
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    device: &B::Device,
+) -> GroupNorm<B> {
+    GroupNormConfig::new(groups, channels)
+        .with_epsilon(eps)
+        .init(device)
+}
+
+/// An affine LayerNorm.
+pub fn layer_norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+/// Nearest-neighbour upsampling to `[h, w]`, as `F.interpolate(mode="nearest")`: an exact 2×
+/// copy of each pixel when the size doubles, index `floor(dst * in / out)` otherwise.
+pub fn upsample_nearest<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    if size == [2 * h, 2 * w] {
+        return x
+            .reshape([b, c, h, 1, w, 1])
+            .expand([b, c, h, 2, w, 2])
+            .reshape([b, c, 2 * h, 2 * w]);
+    }
+    let device = x.device();
+    let rows: Vec<i64> = (0..size[0]).map(|i| (i * h / size[0]) as i64).collect();
+    let cols: Vec<i64> = (0..size[1]).map(|j| (j * w / size[1]) as i64).collect();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [size[0]]), &device);
+    let cols = Tensor::<B, 1, Int>::from_data(TensorData::new(cols, [size[1]]), &device);
+    x.select(2, rows).select(3, cols)
+}
+
+/// diffusers `ResnetBlock2D` (time_embedding_norm "default", output_scale_factor 1).
+#[derive(Module, Debug)]
+pub struct ResnetBlock2D<B: Backend> {
+    pub norm1: GroupNorm<B>,
+    pub conv1: Conv2d<B>,
+    /// Projection of the time embedding; absent in the VAE.
+    pub time_emb_proj: Option<Linear<B>>,
+    pub norm2: GroupNorm<B>,
+    pub conv2: Conv2d<B>,
+    /// 1×1 convolution when the channel count changes.
+    pub conv_shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock2D<B> {
+    /// A block from `in_ch` to `out_ch` channels; `temb_ch` is the time-embedding width (None in
+    /// the VAE).
+    pub fn new(
+        in_ch: usize,
+        out_ch: usize,
+        temb_ch: Option<usize>,
+        groups: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            norm1: group_norm(groups, in_ch, eps, device),
+            conv1: conv2d(in_ch, out_ch, 3, 1, 1, device),
+            time_emb_proj: temb_ch.map(|t| linear(t, out_ch, true, device)),
+            norm2: group_norm(groups, out_ch, eps, device),
+            conv2: conv2d(out_ch, out_ch, 3, 1, 1, device),
+            conv_shortcut: (in_ch != out_ch).then(|| conv2d(in_ch, out_ch, 1, 1, 0, device)),
+        }
+    }
+
+    /// `x` [B, C, H, W]; `temb` [B, T] (the raw time embedding; SiLU is applied here).
+    pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            let t = proj.forward(silu(temb.clone()));
+            let [b, c] = t.dims();
+            h = h + t.reshape([b, c, 1, 1]);
+        }
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let x = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        x + h
+    }
+}
+
+/// diffusers `Attention`: multi-head attention with `to_q`, `to_k`, `to_v` and `to_out.0`; with a
+/// `group_norm` and a residual connection when used as the VAE's spatial attention.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// GroupNorm applied to the spatial input (VAE only).
+    pub group_norm: Option<GroupNorm<B>>,
+    pub to_q: Linear<B>,
+    pub to_k: Linear<B>,
+    pub to_v: Linear<B>,
+    /// `to_out.0` (the ModuleList's Linear; its Dropout has no weights).
+    pub to_out: Vec<Linear<B>>,
+    /// Number of heads.
+    pub heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Attention from `query_dim` (keys/values from `context_dim`) with `heads` heads of
+    /// `head_dim`; `qkv_bias` as diffusers' `bias` argument.
+    pub fn new(
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+        device: &B::Device,
+    ) -> Self {
+        let inner = heads * head_dim;
+        Self {
+            group_norm: None,
+            to_q: linear(query_dim, inner, qkv_bias, device),
+            to_k: linear(context_dim, inner, qkv_bias, device),
+            to_v: linear(context_dim, inner, qkv_bias, device),
+            to_out: vec![linear(inner, query_dim, true, device)],
+            heads,
+        }
+    }
+
+    /// The VAE's single-head spatial attention over `channels` with a GroupNorm.
+    pub fn spatial(channels: usize, groups: usize, eps: f64, device: &B::Device) -> Self {
+        let mut attn = Self::new(channels, channels, 1, channels, true, device);
+        attn.group_norm = Some(group_norm(groups, channels, eps, device));
+        attn
+    }
+
+    /// `x` [B, N, Dq], `context` [B, M, Dc] (None: self-attention) → [B, N, Dq].
+    pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = self.split_heads(self.to_q.forward(x));
+        let k = self.split_heads(self.to_k.forward(context.clone()));
+        let v = self.split_heads(self.to_v.forward(context));
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let [b, h, n, d] = out.dims();
+        let out = out.swap_dims(1, 2).reshape([b, n, h * d]);
+        self.to_out[0].forward(out)
+    }
+
+    /// The VAE attention block: GroupNorm, attention over the H·W positions, residual.
+    pub fn forward_spatial(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        let seq = normed.reshape([b, c, h * w]).swap_dims(1, 2);
+        let out = self.forward(seq, None);
+        out.swap_dims(1, 2).reshape([b, c, h, w]) + x
+    }
+
+    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, n, inner] = x.dims();
+        x.reshape([b, n, self.heads, inner / self.heads])
+            .swap_dims(1, 2)
+    }
+}
+
+/// diffusers `Upsample2D`: nearest 2× (or to the skip connection's size), then a 3×3 conv.
+#[derive(Module, Debug)]
+pub struct Upsample2D<B: Backend> {
+    pub conv: Conv2d<B>,
+}
+
+impl<B: Backend> Upsample2D<B> {
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            conv: conv2d(channels, channels, 3, 1, 1, device),
+        }
+    }
+
+    /// Upsamples to `size` (default: twice the input).
+    pub fn forward(&self, x: Tensor<B, 4>, size: Option<[usize; 2]>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let size = size.unwrap_or([2 * h, 2 * w]);
+        self.conv.forward(upsample_nearest(x, size))
+    }
+}
+
+/// diffusers `Downsample2D`: a 3×3 stride-2 conv; padding 1 in the UNet, and in the VAE padding 0
+/// after a (0, 1, 0, 1) zero pad (right and bottom only).
+#[derive(Module, Debug)]
+pub struct Downsample2D<B: Backend> {
+    pub conv: Conv2d<B>,
+}
+
+impl<B: Backend> Downsample2D<B> {
+    /// The UNet's downsampler (symmetric padding 1).
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            conv: conv2d(channels, channels, 3, 2, 1, device),
+        }
+    }
+
+    /// The VAE encoder's downsampler (zero pad right and bottom by one).
+    pub fn asymmetric(channels: usize, device: &B::Device) -> Self {
+        Self {
+            conv: Conv2dConfig::new([channels, channels], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(0, 0, 1, 1))
+                .init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.conv.forward(x)
+    }
+}

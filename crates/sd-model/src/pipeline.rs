@@ -1,0 +1,307 @@
+//! The Stable Diffusion pipeline: a diffusers folder loaded into the four models, and sampling
+//! (prompts → text embeddings → DDIM with classifier-free guidance → VAE decode → images).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+
+use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::ddim::{DdimConfig, DdimScheduler};
+use crate::load::{SafetensorsFile, load_module_from};
+use crate::noise::NoiseRng;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
+
+/// Remap of text-encoder file keys: transformers ≤ 4 writes a `text_model.` prefix that
+/// transformers 5 drops; the int64 `position_ids` buffer is not a weight.
+pub fn text_encoder_key(key: &str) -> Option<String> {
+    if key.ends_with("position_ids") {
+        return None;
+    }
+    Some(key.strip_prefix("text_model.").unwrap_or(key).to_string())
+}
+
+/// Remap of VAE file keys: the old attention names (query, key, value, proj_attn) become
+/// to_q, to_k, to_v, to_out.0.
+pub fn vae_key(key: &str) -> Option<String> {
+    if !key.contains(".attentions.") {
+        return Some(key.to_string());
+    }
+    let parts: Vec<&str> = key
+        .split('.')
+        .map(|p| match p {
+            "query" => "to_q",
+            "key" => "to_k",
+            "value" => "to_v",
+            "proj_attn" => "to_out.0",
+            other => other,
+        })
+        .collect();
+    Some(parts.join("."))
+}
+
+/// UNet file keys are the module's keys.
+pub fn unet_key(key: &str) -> Option<String> {
+    Some(key.to_string())
+}
+
+/// The weights file of a component folder: fp32 `NAME.safetensors`, else the `fp16` variant.
+pub fn weights_file(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let full = dir.join(format!("{name}.safetensors"));
+    if full.is_file() {
+        return Ok(full);
+    }
+    let half = dir.join(format!("{name}.fp16.safetensors"));
+    if half.is_file() {
+        return Ok(half);
+    }
+    bail!(
+        "weights file {} is missing (nor is there a .fp16 variant)",
+        full.display()
+    )
+}
+
+/// The four models and the scheduler config of an SD 1.x pipeline.
+pub struct StableDiffusion<B: Backend> {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel<B>,
+    pub unet: UNet2DConditionModel<B>,
+    pub vae: AutoencoderKL<B>,
+    pub scheduler: DdimConfig,
+}
+
+/// Loads `text_encoder/` (config + model.safetensors).
+pub fn load_text_encoder<B: Backend>(dir: &Path, device: &B::Device) -> Result<ClipTextModel<B>> {
+    let config = ClipTextConfig::from_file(&dir.join("config.json"))?;
+    let file = SafetensorsFile::open(&weights_file(dir, "model")?)?;
+    load_module_from(config.init(device)?, &file, &text_encoder_key)
+}
+
+/// Loads `unet/` (config + diffusion_pytorch_model.safetensors).
+pub fn load_unet<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet2DConditionModel<B>> {
+    let config = UNetConfig::from_file(&dir.join("config.json"))?;
+    let file = SafetensorsFile::open(&weights_file(dir, "diffusion_pytorch_model")?)?;
+    load_module_from(config.init(device)?, &file, &unet_key)
+}
+
+/// Loads `vae/` (config + diffusion_pytorch_model.safetensors).
+pub fn load_vae<B: Backend>(dir: &Path, device: &B::Device) -> Result<AutoencoderKL<B>> {
+    let config = VaeConfig::from_file(&dir.join("config.json"))?;
+    let file = SafetensorsFile::open(&weights_file(dir, "diffusion_pytorch_model")?)?;
+    load_module_from(config.init(device)?, &file, &vae_key)
+}
+
+impl<B: Backend> StableDiffusion<B> {
+    /// Loads a diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/,
+    /// tokenizer/, scheduler/).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("model folder {} does not exist", dir.display());
+        }
+        let index = dir.join("model_index.json");
+        if !index.is_file() {
+            bail!(
+                "{} is missing: {} is not a diffusers pipeline folder",
+                index.display(),
+                dir.display()
+            );
+        }
+        let scheduler_file = dir.join("scheduler/scheduler_config.json");
+        let scheduler = if scheduler_file.is_file() {
+            DdimConfig::from_file(&scheduler_file)?
+        } else {
+            DdimConfig::sd15()
+        };
+        Ok(Self {
+            tokenizer: ClipTokenizer::from_dir(&dir.join("tokenizer"))?,
+            text_encoder: load_text_encoder(&dir.join("text_encoder"), device)?,
+            unet: load_unet(&dir.join("unet"), device)?,
+            vae: load_vae(&dir.join("vae"), device)?,
+            scheduler,
+        })
+    }
+
+    /// Text embeddings [N, 77, D] of `prompts` (each must fit in 77 tokens; "" is allowed, as
+    /// diffusers' default negative prompt).
+    pub fn encode_prompts(&self, prompts: &[String], device: &B::Device) -> Result<Tensor<B, 3>> {
+        let len = self.tokenizer.max_length;
+        let mut ids = Vec::with_capacity(prompts.len() * len);
+        for p in prompts {
+            ids.extend(
+                self.tokenizer
+                    .encode_exact(p)?
+                    .into_iter()
+                    .map(|i| i as i64),
+            );
+        }
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [prompts.len(), len]), device);
+        Ok(self.text_encoder.forward(ids).last_hidden_state)
+    }
+}
+
+/// Where the initial latents come from.
+pub enum InitLatents<B: Backend> {
+    /// Standard normal noise from [`NoiseRng`] with this seed (the same on every backend).
+    Seed(u64),
+    /// Given latents [B, 4, H/8, W/8].
+    Given(Tensor<B, 4>),
+}
+
+/// A sampling request, with diffusers' StableDiffusionPipeline meanings.
+pub struct SampleRequest<B: Backend> {
+    pub prompts: Vec<String>,
+    /// One per prompt, or empty for "" (diffusers' default).
+    pub negative_prompts: Vec<String>,
+    pub height: usize,
+    pub width: usize,
+    pub steps: usize,
+    /// Classifier-free guidance scale; ≤ 1 disables guidance.
+    pub guidance: f64,
+    /// DDIM eta (0: deterministic); its noise comes from `NoiseRng(noise_seed)`.
+    pub eta: f64,
+    pub noise_seed: u64,
+    pub latents: InitLatents<B>,
+}
+
+impl<B: Backend> SampleRequest<B> {
+    /// Checks sizes and counts, naming what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.prompts.is_empty() {
+            bail!("no prompt given");
+        }
+        if let Some(i) = self.prompts.iter().position(|p| p.trim().is_empty()) {
+            bail!("prompt {i} is empty");
+        }
+        if !self.negative_prompts.is_empty() && self.negative_prompts.len() != self.prompts.len() {
+            bail!(
+                "{} negative prompts for {} prompts: give one, or one per prompt",
+                self.negative_prompts.len(),
+                self.prompts.len()
+            );
+        }
+        if self.height == 0 || self.width == 0 || self.height % 8 != 0 || self.width % 8 != 0 {
+            bail!(
+                "height and width must be positive multiples of 8, got {}x{}",
+                self.height,
+                self.width
+            );
+        }
+        if !self.guidance.is_finite() || !self.eta.is_finite() || self.eta < 0.0 {
+            bail!("guidance must be finite and eta finite and ≥ 0");
+        }
+        if let InitLatents::Given(l) = &self.latents {
+            let expected = [self.prompts.len(), 4, self.height / 8, self.width / 8];
+            if l.dims() != expected {
+                bail!("latents have shape {:?}, expected {expected:?}", l.dims());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> StableDiffusion<B> {
+    /// Samples images [B, 3, H, W] in about [-1, 1] (unclamped), calling `progress(i, n)` after
+    /// each step.
+    pub fn sample(
+        &self,
+        req: &SampleRequest<B>,
+        device: &B::Device,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Tensor<B, 4>> {
+        let latents = self.sample_latents(req, device, &mut progress)?;
+        Ok(self.vae.decode_latents(latents))
+    }
+
+    /// The denoised latents (before the VAE), as `output_type="latent"`.
+    pub fn sample_latents(
+        &self,
+        req: &SampleRequest<B>,
+        device: &B::Device,
+        progress: &mut impl FnMut(usize, usize),
+    ) -> Result<Tensor<B, 4>> {
+        req.validate()?;
+        let b = req.prompts.len();
+        let cfg = req.guidance > 1.0;
+        let cond = self.encode_prompts(&req.prompts, device)?;
+        let context = if cfg {
+            let negatives = if req.negative_prompts.is_empty() {
+                vec![String::new(); b]
+            } else {
+                req.negative_prompts.clone()
+            };
+            let uncond = self.encode_prompts(&negatives, device)?;
+            Tensor::cat(vec![uncond, cond], 0)
+        } else {
+            cond
+        };
+        let scheduler = DdimScheduler::new(self.scheduler.clone(), req.steps)?;
+        let shape = [b, 4, req.height / 8, req.width / 8];
+        let mut latents = match &req.latents {
+            InitLatents::Seed(seed) => NoiseRng::new(*seed).tensor::<B, 4>(shape, device),
+            InitLatents::Given(l) => l.clone(),
+        };
+        let mut noise_rng = NoiseRng::new(req.noise_seed);
+        let n = scheduler.timesteps.len();
+        for (i, &t) in scheduler.timesteps.iter().enumerate() {
+            let input = if cfg {
+                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
+            } else {
+                latents.clone()
+            };
+            let rows = input.dims()[0];
+            let ts = Tensor::<B, 1>::full([rows], t as f32, device);
+            let out = self.unet.forward(input, ts, context.clone());
+            let eps = if cfg {
+                let [uncond, text] = out.chunk(2, 0).try_into().expect("two halves");
+                uncond.clone() + (text - uncond) * req.guidance
+            } else {
+                out
+            };
+            let noise = (req.eta > 0.0).then(|| noise_rng.tensor::<B, 4>(shape, device));
+            latents = scheduler.step(eps, t, latents, req.eta, noise).0;
+            progress(i + 1, n);
+        }
+        Ok(latents)
+    }
+}
+
+/// Images in [-1, 1] [B, 3, H, W] → 8-bit RGB buffers, as diffusers' `numpy_to_pil`
+/// (`(x / 2 + 0.5).clamp(0, 1) * 255`, rounded).
+pub fn to_rgb8<B: Backend>(images: Tensor<B, 4>) -> Result<Vec<image::RgbImage>> {
+    let [b, c, h, w] = images.dims();
+    if c != 3 {
+        bail!("expected 3 channels, got {c}");
+    }
+    let data: Vec<f32> = images
+        .to_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut out = Vec::with_capacity(b);
+    for i in 0..b {
+        let mut img = image::RgbImage::new(w as u32, h as u32);
+        for y in 0..h {
+            for x in 0..w {
+                let px = std::array::from_fn(|ch| {
+                    let v = data[((i * 3 + ch) * h + y) * w + x];
+                    ((v / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
+                });
+                img.put_pixel(x as u32, y as u32, image::Rgb(px));
+            }
+        }
+        out.push(img);
+    }
+    Ok(out)
+}
+
+/// Writes `img` as PNG at `path` atomically (a temporary file in the same folder, then rename).
+pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("png.tmp");
+    img.save_with_format(&tmp, image::ImageFormat::Png)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}

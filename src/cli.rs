@@ -1,0 +1,190 @@
+//! Argument parsing and the `sample` command.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use sd_model::load::SafetensorsFile;
+use sd_model::pipeline::{InitLatents, SampleRequest, StableDiffusion, save_png, to_rgb8};
+
+const USAGE: &str = "\
+usage: ril sample --model DIR_OR_REPO --prompt TEXT [--prompt TEXT ...]
+                  [--negative-prompt TEXT ...] [--height H] [--width W] [--steps N]
+                  [--guidance G] [--eta E] (--seed S | --latents FILE) --out DIR
+                  [--backend cpu|cuda]
+
+  --model     a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+              scheduler/) or a hub id such as runwayml/stable-diffusion-v1-5
+  --latents   safetensors file with a tensor `latents` of shape [B, 4, H/8, W/8]
+  defaults:   --height 512 --width 512 --steps 50 --guidance 7.5 --eta 0 --backend cpu
+  Writes DIR/000.png, DIR/001.png, ... in prompt order.";
+
+/// Options of `ril sample`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleArgs {
+    pub model: String,
+    pub prompts: Vec<String>,
+    pub negative_prompts: Vec<String>,
+    pub height: usize,
+    pub width: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    pub eta: f64,
+    pub seed: Option<u64>,
+    pub latents: Option<PathBuf>,
+    pub out: PathBuf,
+    pub backend: String,
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("{flag}: cannot parse {v:?} as a number"))
+}
+
+/// Parses `ril sample` arguments.
+pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
+    let mut a = SampleArgs {
+        model: String::new(),
+        prompts: Vec::new(),
+        negative_prompts: Vec::new(),
+        height: 512,
+        width: 512,
+        steps: 50,
+        guidance: 7.5,
+        eta: 0.0,
+        seed: None,
+        latents: None,
+        out: PathBuf::new(),
+        backend: "cpu".into(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--model" => a.model = value()?,
+            "--prompt" => a.prompts.push(value()?),
+            "--negative-prompt" => a.negative_prompts.push(value()?),
+            "--height" => a.height = parse_num(flag, &value()?)?,
+            "--width" => a.width = parse_num(flag, &value()?)?,
+            "--steps" => a.steps = parse_num(flag, &value()?)?,
+            "--guidance" => a.guidance = parse_num(flag, &value()?)?,
+            "--eta" => a.eta = parse_num(flag, &value()?)?,
+            "--seed" => a.seed = Some(parse_num(flag, &value()?)?),
+            "--latents" => a.latents = Some(PathBuf::from(value()?)),
+            "--out" => a.out = PathBuf::from(value()?),
+            "--backend" => a.backend = value()?,
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if a.model.is_empty() {
+        bail!("--model is required\n{USAGE}");
+    }
+    if a.prompts.is_empty() {
+        bail!("at least one --prompt is required\n{USAGE}");
+    }
+    if a.out.as_os_str().is_empty() {
+        bail!("--out is required\n{USAGE}");
+    }
+    match (&a.seed, &a.latents) {
+        (Some(_), Some(_)) => bail!("give either --seed or --latents, not both"),
+        (None, None) => bail!("give --seed S or --latents FILE\n{USAGE}"),
+        _ => {}
+    }
+    if a.negative_prompts.len() == 1 && a.prompts.len() > 1 {
+        a.negative_prompts = vec![a.negative_prompts[0].clone(); a.prompts.len()];
+    }
+    if !matches!(a.backend.as_str(), "cpu" | "cuda") {
+        bail!("--backend must be cpu or cuda, got {}", a.backend);
+    }
+    Ok(a)
+}
+
+/// Runs the command line.
+pub fn run(args: Vec<String>) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("sample") => {
+            let a = parse_sample(&args[1..])?;
+            match a.backend.as_str() {
+                "cuda" => run_cuda(&a),
+                _ => sample::<sd_model::backend::Cpu>(&a, &Default::default()),
+            }
+        }
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other}\n{USAGE}"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda(a: &SampleArgs) -> Result<()> {
+    sample::<sd_model::backend::Cuda>(a, &Default::default())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(_: &SampleArgs) -> Result<()> {
+    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+}
+
+/// Reads a latents file: a safetensors tensor `latents` [B, 4, H/8, W/8].
+pub fn read_latents<B: Backend>(
+    path: &Path,
+    expected: [usize; 4],
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
+    let file = SafetensorsFile::open(path)?;
+    let shape = file
+        .shape("latents")
+        .with_context(|| format!("{}: no tensor named `latents`", path.display()))?;
+    if shape != expected {
+        bail!(
+            "{}: tensor `latents` has shape {shape:?}, expected {expected:?} (prompts, 4, height/8, width/8)",
+            path.display()
+        );
+    }
+    file.tensor::<B, 4>("latents", device)
+}
+
+fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {
+    let dir = sd_model::hub::resolve_model(&a.model)?;
+    let latents = match (&a.latents, a.seed) {
+        (Some(path), _) => {
+            let shape = [a.prompts.len(), 4, a.height / 8, a.width / 8];
+            InitLatents::Given(read_latents::<B>(path, shape, device)?)
+        }
+        (None, seed) => InitLatents::Seed(seed.unwrap_or(0)),
+    };
+    let req = SampleRequest {
+        prompts: a.prompts.clone(),
+        negative_prompts: a.negative_prompts.clone(),
+        height: a.height,
+        width: a.width,
+        steps: a.steps,
+        guidance: a.guidance,
+        eta: a.eta,
+        noise_seed: a.seed.unwrap_or(0).wrapping_add(1),
+        latents,
+    };
+    req.validate()?;
+    let model = StableDiffusion::<B>::load(&dir, device)?;
+    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed}")
+            .expect("valid template"),
+    );
+    bar.set_message("sampling");
+    let images = model.sample(&req, device, |i, _| bar.set_position(i as u64))?;
+    bar.finish();
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    for (i, img) in to_rgb8(images)?.iter().enumerate() {
+        let path = a.out.join(format!("{i:03}.png"));
+        save_png(img, &path)?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

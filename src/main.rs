@@ -1,0 +1,11 @@
+//! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
+//! pipeline folder (or hub id).
+
+mod cli;
+
+fn main() {
+    if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
