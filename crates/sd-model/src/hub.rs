@@ -127,3 +127,76 @@ fn download(repo_id: &str, cache: &Path) -> Result<PathBuf> {
     }
     index.context("download gave no snapshot folder")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn repo_ids_and_paths_are_told_apart() {
+        assert!(is_repo_id("runwayml/stable-diffusion-v1-5"));
+        assert!(is_repo_id("CompVis/stable-diffusion-v1-4"));
+        assert!(!is_repo_id("./models/sd"));
+        assert!(!is_repo_id("/abs/sd"));
+        assert!(!is_repo_id("a/b/c"));
+        assert!(!is_repo_id("sd15"));
+        assert!(!is_repo_id("../sd"));
+    }
+
+    #[test]
+    fn cache_folder_follows_huggingface_hub_precedence() {
+        let c = |p: &[(&str, &str)]| cache_dir(env(p));
+        assert_eq!(
+            c(&[("HF_HUB_CACHE", "/c"), ("HF_HOME", "/h")]),
+            Some("/c".into())
+        );
+        assert_eq!(
+            c(&[("HF_HOME", "/h"), ("HOME", "/u")]),
+            Some("/h/hub".into())
+        );
+        assert_eq!(
+            c(&[("HOME", "/u")]),
+            Some("/u/.cache/huggingface/hub".into())
+        );
+        assert_eq!(c(&[]), None);
+    }
+
+    #[test]
+    fn offline_flag_values() {
+        for v in ["1", "true", "YES", "On"] {
+            assert!(offline(env(&[("HF_HUB_OFFLINE", v)])), "{v}");
+        }
+        for v in ["0", "false", ""] {
+            assert!(!offline(env(&[("HF_HUB_OFFLINE", v)])), "{v}");
+        }
+        assert!(!offline(env(&[])));
+    }
+
+    #[test]
+    fn snapshot_is_found_through_refs_main_in_a_fake_cache() {
+        let cache = std::env::temp_dir().join(format!("ril-hub-cache-{}", std::process::id()));
+        let repo = cache.join("models--owner--tiny-sd");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        for rev in ["aaa111", "bbb222"] {
+            std::fs::create_dir_all(repo.join("snapshots").join(rev)).unwrap();
+        }
+        // Two snapshots: refs/main decides.
+        assert_eq!(cached_snapshot(&cache, "owner/tiny-sd"), None);
+        std::fs::write(repo.join("refs/main"), "bbb222\n").unwrap();
+        assert_eq!(
+            cached_snapshot(&cache, "owner/tiny-sd"),
+            Some(repo.join("snapshots/bbb222"))
+        );
+        assert_eq!(cached_snapshot(&cache, "owner/other"), None);
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+}

@@ -128,13 +128,12 @@ impl<B: Backend> StableDiffusion<B> {
     pub fn encode_prompts(&self, prompts: &[String], device: &B::Device) -> Result<Tensor<B, 3>> {
         let len = self.tokenizer.max_length;
         let mut ids = Vec::with_capacity(prompts.len() * len);
-        for p in prompts {
-            ids.extend(
-                self.tokenizer
-                    .encode_exact(p)?
-                    .into_iter()
-                    .map(|i| i as i64),
-            );
+        for (i, p) in prompts.iter().enumerate() {
+            let tokens = self
+                .tokenizer
+                .encode_exact(p)
+                .with_context(|| format!("prompt {i}"))?;
+            ids.extend(tokens.into_iter().map(|t| t as i64));
         }
         let ids =
             Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [prompts.len(), len]), device);
@@ -182,7 +181,11 @@ impl<B: Backend> SampleRequest<B> {
                 self.prompts.len()
             );
         }
-        if self.height == 0 || self.width == 0 || self.height % 8 != 0 || self.width % 8 != 0 {
+        if self.height == 0
+            || self.width == 0
+            || !self.height.is_multiple_of(8)
+            || !self.width.is_multiple_of(8)
+        {
             bail!(
                 "height and width must be positive multiples of 8, got {}x{}",
                 self.height,

@@ -179,8 +179,8 @@ fn trajectory(config: DdimConfig, eta: f64, with_noise: bool) -> (Vec<Vec<f32>>,
     let mut traj = vec![values(x.clone())];
     let mut x0s = Vec::new();
     for (i, &t) in s.timesteps.iter().enumerate() {
-        let e = eps.clone().slice([i..i + 1]).squeeze_dim::<4>(0);
-        let n = with_noise.then(|| noise.clone().slice([i..i + 1]).squeeze_dim::<4>(0));
+        let e = eps.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+        let n = with_noise.then(|| noise.clone().narrow(0, i, 1).squeeze_dim::<4>(0));
         let (prev, x0) = s.step(e, t, x, eta, n);
         traj.push(values(prev.clone()));
         x0s.push(values(x0));

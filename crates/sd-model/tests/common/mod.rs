@@ -64,3 +64,65 @@ pub fn assert_close(name: &str, actual: &[f32], expected: &[f32], rtol: f32, ato
         (actual[i] - expected[i]).abs()
     );
 }
+
+/// A tensor of a safetensors file as raw parts, for tests that write altered checkpoints.
+#[derive(Clone)]
+pub struct RawEntry {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// All tensors of a safetensors file.
+pub fn read_raw(path: &Path) -> Vec<RawEntry> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<RawEntry> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| RawEntry {
+            name,
+            dtype: v.dtype(),
+            shape: v.shape().to_vec(),
+            bytes: v.data().to_vec(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Writes tensors as a safetensors file.
+pub fn write_raw(path: &Path, entries: &[RawEntry]) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = entries
+        .iter()
+        .map(|e| {
+            let view =
+                safetensors::tensor::TensorView::new(e.dtype, e.shape.clone(), &e.bytes).unwrap();
+            (e.name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ril-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

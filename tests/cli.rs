@@ -1,0 +1,235 @@
+//! End-to-end tests of the `ril` binary: `ril sample` on the tiny pipeline reproduces diffusers'
+//! StableDiffusionPipeline(DDIMScheduler) image from the same latents, resolves a hub id from a
+//! (fake) cache, and fails with a clear message and a non-zero exit on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sd_model::load::SafetensorsFile;
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/sd-model/tests/fixtures")
+        .join(rel)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ril-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn ril(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ril"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ril")
+}
+
+/// Writes the parity fixture's initial latents as a latents file.
+fn latents_file(dir: &Path) -> PathBuf {
+    let r = SafetensorsFile::open(&fixture("reference/pipeline.safetensors")).unwrap();
+    let data: Vec<u8> = r
+        .read_f32("latents")
+        .unwrap()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 4, 8, 8], &data)
+            .unwrap();
+    let path = dir.join("latents.safetensors");
+    safetensors::serialize_to_file([("latents", view)], None, &path).unwrap();
+    path
+}
+
+fn sample_args<'a>(model: &'a str, latents: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "sample",
+        "--model",
+        model,
+        "--prompt",
+        "a photo of a cat",
+        "--prompt",
+        "a red car",
+        "--negative-prompt",
+        "blurry",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--steps",
+        "10",
+        "--guidance",
+        "7.5",
+        "--eta",
+        "0",
+        "--latents",
+        latents,
+        "--out",
+        out,
+    ]
+}
+
+/// Compares DIR/000.png, DIR/001.png with diffusers' images (output_type "pt", [0, 1]).
+fn assert_matches_diffusers(out: &Path) {
+    let r = SafetensorsFile::open(&fixture("reference/pipeline.safetensors")).unwrap();
+    let expected = r.read_f32("image").unwrap();
+    let (h, w) = (64, 64);
+    for i in 0..2 {
+        let img = image::open(out.join(format!("{i:03}.png")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(img.dimensions(), (64, 64));
+        let mut worst = 0f32;
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let e = expected[((i * 3 + c) * h + y) * w + x] * 255.0;
+                    let got = img.get_pixel(x as u32, y as u32)[c] as f32;
+                    worst = worst.max((got - e).abs());
+                }
+            }
+        }
+        // The acceptance bound: within 2/255 per pixel of diffusers' float image
+        // (8-bit rounding alone accounts for up to 0.5/255).
+        assert!(
+            worst <= 2.0,
+            "image {i}: worst pixel differs by {worst}/255"
+        );
+    }
+}
+
+#[test]
+fn sample_reproduces_diffusers_from_a_latents_file() {
+    let dir = scratch("sample");
+    let latents = latents_file(&dir);
+    let out = dir.join("out");
+    let model = fixture("tiny-sd");
+    let o = ril(
+        &sample_args(
+            model.to_str().unwrap(),
+            latents.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ),
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_matches_diffusers(&out);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sample_resolves_a_hub_id_from_the_cache_offline() {
+    let dir = scratch("hub");
+    let snapshot = dir.join("hub/models--owner--tiny-sd/snapshots/0123abc");
+    copy_dir(&fixture("tiny-sd"), &snapshot);
+    std::fs::create_dir_all(dir.join("hub/models--owner--tiny-sd/refs")).unwrap();
+    std::fs::write(dir.join("hub/models--owner--tiny-sd/refs/main"), "0123abc").unwrap();
+    let latents = latents_file(&dir);
+    let out = dir.join("out");
+    let cache = dir.join("hub");
+    let one = Path::new("1");
+    let o = ril(
+        &sample_args(
+            "owner/tiny-sd",
+            latents.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ),
+        &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", one)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_matches_diffusers(&out);
+    // Not cached and offline: a clear error, no network.
+    let o = ril(
+        &sample_args(
+            "owner/absent",
+            latents.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ),
+        &[("HF_HUB_CACHE", &cache), ("HF_HUB_OFFLINE", one)],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("owner/absent") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
+    let dir = scratch("bad");
+    let latents = latents_file(&dir);
+    let out = dir.join("out");
+    let model = fixture("tiny-sd");
+    let (m, l, o) = (
+        model.to_str().unwrap(),
+        latents.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            sample_args("/nonexistent/model-folder", l, o),
+            "/nonexistent/model-folder",
+        ),
+        (
+            {
+                let mut a = sample_args(m, l, o);
+                a[10] = "128"; // height 128 does not match the [2, 4, 8, 8] latents
+                a
+            },
+            "expected [2, 4, 16, 8]",
+        ),
+        (
+            {
+                let mut a = sample_args(m, l, o);
+                a[4] = "";
+                a
+            },
+            "prompt 0 is empty",
+        ),
+        (
+            vec!["sample", "--model", m, "--prompt", "x", "--out", o],
+            "--seed S or --latents FILE",
+        ),
+        (vec!["sample", "--bogus"], "unknown option --bogus"),
+        (
+            {
+                let mut a = sample_args(m, l, o);
+                a[20] = "/nonexistent/latents.safetensors";
+                a
+            },
+            "/nonexistent/latents.safetensors",
+        ),
+    ];
+    for (args, needle) in cases {
+        let r = ril(&args, &[]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
