@@ -11,11 +11,13 @@ const USAGE: &str = "\
 usage: ril sample --model DIR_OR_REPO --prompt TEXT [--prompt TEXT ...]
                   [--negative-prompt TEXT ...] [--height H] [--width W] [--steps N]
                   [--guidance G] [--eta E] (--seed S | --latents FILE) --out DIR
-                  [--backend cpu|cuda]
+                  [--lora FILE ...] [--backend cpu|cuda]
 
   --model     a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
               scheduler/) or a hub id such as runwayml/stable-diffusion-v1-5
   --latents   safetensors file with a tensor `latents` of shape [B, 4, H/8, W/8]
+  --lora      a peft/diffusers LoRA file (keys unet.*.lora_A/B.weight) applied to the UNet;
+              several are stacked, each as one task: y = Wx + sum_i s_i B_i A_i x
   defaults:   --height 512 --width 512 --steps 50 --guidance 7.5 --eta 0 --backend cpu
   Writes DIR/000.png, DIR/001.png, ... in prompt order.";
 
@@ -33,6 +35,7 @@ pub struct SampleArgs {
     pub seed: Option<u64>,
     pub latents: Option<PathBuf>,
     pub out: PathBuf,
+    pub loras: Vec<PathBuf>,
     pub backend: String,
 }
 
@@ -55,6 +58,7 @@ pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
         seed: None,
         latents: None,
         out: PathBuf::new(),
+        loras: Vec::new(),
         backend: "cpu".into(),
     };
     let mut it = args.iter();
@@ -76,6 +80,7 @@ pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
             "--seed" => a.seed = Some(parse_num(flag, &value()?)?),
             "--latents" => a.latents = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),
+            "--lora" => a.loras.push(PathBuf::from(value()?)),
             "--backend" => a.backend = value()?,
             other => bail!("unknown option {other}\n{USAGE}"),
         }
@@ -171,7 +176,17 @@ fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {
         latents,
     };
     req.validate()?;
-    let model = StableDiffusion::<B>::load(&dir, device)?;
+    let mut model = StableDiffusion::<B>::load(&dir, device)?;
+    for lora in &a.loras {
+        let info = lora_group::import_task(&mut model.unet, lora, "unet")?;
+        eprintln!(
+            "LoRA {}: {} layers, rank {}, alpha {}",
+            lora.display(),
+            info.layers,
+            info.rank,
+            info.alpha
+        );
+    }
     let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed}")
             .expect("valid template"),

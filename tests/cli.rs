@@ -77,7 +77,10 @@ fn sample_args<'a>(model: &'a str, latents: &'a str, out: &'a str) -> Vec<&'a st
 /// Compares DIR/000.png, DIR/001.png with diffusers' images (output_type "pt", [0, 1]).
 fn assert_matches_diffusers(out: &Path) {
     let r = SafetensorsFile::open(&fixture("reference/pipeline.safetensors")).unwrap();
-    let expected = r.read_f32("image").unwrap();
+    assert_images_match(out, &r.read_f32("image").unwrap());
+}
+
+fn assert_images_match(out: &Path, expected: &[f32]) {
     let (h, w) = (64, 64);
     for i in 0..2 {
         let img = image::open(out.join(format!("{i:03}.png")))
@@ -119,6 +122,33 @@ fn sample_reproduces_diffusers_from_a_latents_file() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_matches_diffusers(&out);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sample_with_a_peft_lora_reproduces_diffusers_load_lora_weights() {
+    let dir = scratch("lora");
+    let latents = latents_file(&dir);
+    let out = dir.join("out");
+    let model = fixture("tiny-sd");
+    let lora = fixture("lora/a_r4.safetensors");
+    let mut args = sample_args(
+        model.to_str().unwrap(),
+        latents.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    args.extend(["--lora", lora.to_str().unwrap()]);
+    let o = ril(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = SafetensorsFile::open(&fixture("lora/reference.safetensors")).unwrap();
+    assert_images_match(&out, &r.read_f32("pipe_a_image").unwrap());
+    // The LoRA changes the picture: the base pipeline's image is not within 2/255 of it.
+    let base = SafetensorsFile::open(&fixture("reference/pipeline.safetensors")).unwrap();
+    let (a, b) = (
+        r.read_f32("pipe_a_image").unwrap(),
+        base.read_f32("image").unwrap(),
+    );
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() * 255.0 > 2.0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

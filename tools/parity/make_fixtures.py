@@ -20,6 +20,14 @@ What it produces (all under crates/sd-model/tests/fixtures/, about 5 MB in total
   reference/ddim.safetensors            DDIM schedule, timesteps and 10-step trajectories
                                (eta 0 / 0.5 / 1, epsilon and v-prediction).
   reference/pipeline.safetensors        end-to-end tiny pipeline run (10 DDIM steps, CFG 7.5).
+  lora/                        (about 290 KB, written by tools/parity/make_lora_fixtures.py, which
+                               main() below calls last) two peft LoRA adapters on the tiny UNet
+                               saved with StableDiffusionPipeline.save_lora_weights exactly as
+                               diffusers users save them (a_r4.safetensors: r 4, alpha 4, to_q/k/v/
+                               out.0; b_r2_alpha8.safetensors: r 2, alpha 8, to_k/v), and
+                               reference.safetensors: UNet outputs with a / b / a+b / none active,
+                               the tiny pipeline with LoRA a, and one merged weight. See the header
+                               of make_lora_fixtures.py.
 
 Tensor names, shapes and dtypes are printed when the script runs (see `describe` output) and are
 documented next to each `save(...)` call below.
@@ -32,7 +40,9 @@ How to rerun (from the repository root; CPU only, no network access to the HF hu
 
   python3 -m venv /tmp/parity-venv
   /tmp/parity-venv/bin/pip install -r tools/parity/requirements.txt
-  /tmp/parity-venv/bin/python tools/parity/make_fixtures.py
+  /tmp/parity-venv/bin/python tools/parity/make_fixtures.py          # everything, lora/ included
+  /tmp/parity-venv/bin/python tools/parity/make_lora_fixtures.py     # only lora/ (needs tiny-sd/ and
+                                                                     # reference/ to exist)
 
 The HPD prompt files are read from $SD_PROMPTS_DIR (default /work/shared/data/prompts); they are
 never copied into the repository. The script is deterministic (fixed torch.manual_seed before
@@ -612,6 +622,10 @@ def main():
     ref_vae(pipe.vae)
     ref_ddim()
     ref_pipeline(pipe)
+    # LoRA fixtures (separate script; reads tiny-sd/ and reference/ written above)
+    import make_lora_fixtures
+
+    make_lora_fixtures.run()
     total = sum(p.stat().st_size for p in FIXTURES.rglob("*") if p.is_file())
     print(f"total fixture size: {total} bytes")
 

@@ -35,6 +35,7 @@ pub struct ExpectedParam {
 pub fn expected_params<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, ExpectedParam> {
     let mut visitor = ParamLister {
         path: Vec::new(),
+        key: Vec::new(),
         containers: Vec::new(),
         out: BTreeMap::new(),
     };
@@ -42,14 +43,22 @@ pub fn expected_params<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String,
     visitor.out
 }
 
+/// Lists parameters with their Burn path and checkpoint key. The `base` of a `LoraLinear` is
+/// transparent in keys (a LoRA-wrapped layer loads the plain layer's `weight` / `bias`), and LoRA
+/// pairs are not part of a base checkpoint.
 struct ParamLister {
     path: Vec<String>,
+    /// Checkpoint key segments (None: a transparent segment).
+    key: Vec<Option<String>>,
     containers: Vec<String>,
     out: BTreeMap<String, ExpectedParam>,
 }
 
 impl ParamLister {
     fn record(&mut self, shape: Vec<usize>) {
+        if self.containers.iter().any(|c| c == "Struct:LoraPair") {
+            return;
+        }
         let burn_path = self.path.join(".");
         let module_type = self
             .containers
@@ -74,9 +83,9 @@ impl ParamLister {
         } else {
             shape
         };
-        let mut key_path = self.path.clone();
+        let mut key_path: Vec<&str> = self.key.iter().flatten().map(String::as_str).collect();
         if let Some(last) = key_path.last_mut() {
-            *last = torch_name.to_string();
+            *last = torch_name;
         }
         self.out.insert(
             key_path.join("."),
@@ -91,10 +100,14 @@ impl ParamLister {
 
 impl<B: Backend> ModuleVisitor<B> for ParamLister {
     fn enter_module(&mut self, name: &str, container_type: &str) {
+        // `container_type` is the struct that owns the field `name`.
+        let transparent = name == "base" && container_type == "Struct:LoraLinear";
+        self.key.push((!transparent).then(|| name.to_string()));
         self.path.push(name.to_string());
         self.containers.push(container_type.to_string());
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.key.pop();
         self.path.pop();
         self.containers.pop();
     }

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use lora_group::LoraLinear;
 
 /// A `k`×`k` convolution with symmetric zero padding `pad`.
 pub fn conv2d<B: Backend>(
@@ -117,17 +118,18 @@ impl<B: Backend> ResnetBlock2D<B> {
     }
 }
 
-/// diffusers `Attention`: multi-head attention with `to_q`, `to_k`, `to_v` and `to_out.0`; with a
-/// `group_norm` and a residual connection when used as the VAE's spatial attention.
+/// diffusers `Attention`: multi-head attention with `to_q`, `to_k`, `to_v` and `to_out.0` (each a
+/// LoRA-capable Linear); with a `group_norm` and a residual connection when used as the VAE's
+/// spatial attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     /// GroupNorm applied to the spatial input (VAE only).
     pub group_norm: Option<GroupNorm<B>>,
-    pub to_q: Linear<B>,
-    pub to_k: Linear<B>,
-    pub to_v: Linear<B>,
+    pub to_q: LoraLinear<B>,
+    pub to_k: LoraLinear<B>,
+    pub to_v: LoraLinear<B>,
     /// `to_out.0` (the ModuleList's Linear; its Dropout has no weights).
-    pub to_out: Vec<Linear<B>>,
+    pub to_out: Vec<LoraLinear<B>>,
     /// Number of heads.
     pub heads: usize,
 }
@@ -146,10 +148,10 @@ impl<B: Backend> Attention<B> {
         let inner = heads * head_dim;
         Self {
             group_norm: None,
-            to_q: linear(query_dim, inner, qkv_bias, device),
-            to_k: linear(context_dim, inner, qkv_bias, device),
-            to_v: linear(context_dim, inner, qkv_bias, device),
-            to_out: vec![linear(inner, query_dim, true, device)],
+            to_q: LoraLinear::new(linear(query_dim, inner, qkv_bias, device)),
+            to_k: LoraLinear::new(linear(context_dim, inner, qkv_bias, device)),
+            to_v: LoraLinear::new(linear(context_dim, inner, qkv_bias, device)),
+            to_out: vec![LoraLinear::new(linear(inner, query_dim, true, device))],
             heads,
         }
     }
@@ -171,6 +173,22 @@ impl<B: Backend> Attention<B> {
         let [b, h, n, d] = out.dims();
         let out = out.swap_dims(1, 2).reshape([b, n, h * d]);
         self.to_out[0].forward(out)
+    }
+
+    /// Visits `to_q`, `to_k`, `to_v`, `to_out.0` with their paths under `prefix`.
+    pub fn visit_lora(&self, prefix: &str, f: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        f(&format!("{prefix}.to_q"), &self.to_q);
+        f(&format!("{prefix}.to_k"), &self.to_k);
+        f(&format!("{prefix}.to_v"), &self.to_v);
+        f(&format!("{prefix}.to_out.0"), &self.to_out[0]);
+    }
+
+    /// As [`visit_lora`](Self::visit_lora), mutably.
+    pub fn visit_lora_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        f(&format!("{prefix}.to_q"), &mut self.to_q);
+        f(&format!("{prefix}.to_k"), &mut self.to_k);
+        f(&format!("{prefix}.to_v"), &mut self.to_v);
+        f(&format!("{prefix}.to_out.0"), &mut self.to_out[0]);
     }
 
     /// The VAE attention block: GroupNorm, attention over the H·W positions, residual.

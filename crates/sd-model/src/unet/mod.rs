@@ -3,6 +3,7 @@
 
 mod blocks;
 mod embeddings;
+mod lora;
 mod transformer;
 
 pub use blocks::{CrossAttn, DownBlock, MidBlock, UpBlock};

@@ -1,0 +1,298 @@
+//! LoRA files in the peft/diffusers format: one task's pairs as safetensors with keys
+//! `unet.<layer path>.lora_A.weight` [r, in] and `...lora_B.weight` [out, r], and the task's rank
+//! and alpha in the file's metadata, so diffusers' `load_lora_weights` reads ril's files and ril
+//! reads LoRAs trained with peft.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::DType;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::{Value, json};
+
+use crate::layer::LoraPair;
+use crate::{LoraModel, task_count};
+
+/// What a LoRA file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraFileInfo {
+    /// Number of adapted layers.
+    pub layers: usize,
+    /// Rank of the pairs (the largest, when ranks differ per layer).
+    pub rank: usize,
+    /// LoRA alpha (scale = alpha / rank).
+    pub alpha: f64,
+    /// The task index the pairs have in the model.
+    pub task: usize,
+}
+
+/// A safetensors tensor as f32 `TensorData` (F32, F16, BF16 and F64 are accepted).
+pub fn tensor_data(dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<TensorData> {
+    let dtype = match dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F64 => DType::F64,
+        other => bail!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
+    };
+    Ok(TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), dtype).convert_dtype(DType::F32))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that a
+/// crash never leaves a half-written file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// Saves the pairs of `task` as a peft/diffusers LoRA file with keys under `prefix` (`unet` for
+/// diffusers pipelines).
+pub fn export_task<B: Backend, M: LoraModel<B>>(
+    model: &M,
+    task: usize,
+    prefix: &str,
+    path: &Path,
+) -> Result<LoraFileInfo> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut ranks = Vec::new();
+    let mut alphas = Vec::new();
+    let mut targets = std::collections::BTreeSet::new();
+    model.visit_lora(&mut |layer_path, layer| {
+        for pair in layer.lora.iter().filter(|p| p.task == task) {
+            for (name, t) in [("lora_A", pair.lora_A.val()), ("lora_B", pair.lora_B.val())] {
+                let dims = t.dims().to_vec();
+                let values: Vec<f32> = t
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec()
+                    .unwrap_or_default();
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                tensors.push((format!("{prefix}.{layer_path}.{name}.weight"), dims, bytes));
+            }
+            ranks.push(pair.rank());
+            alphas.push(pair.alpha);
+            // Full module paths: peft matches them exactly, whatever pattern chose the layers.
+            targets.insert(layer_path.to_string());
+        }
+    });
+    if ranks.is_empty() {
+        bail!("the model has no LoRA pairs of task {task}");
+    }
+    let rank = *ranks.iter().max().unwrap();
+    let alpha = alphas[0];
+    if ranks.iter().any(|&r| r != rank) || alphas.iter().any(|&a| a != alpha) {
+        bail!(
+            "task {task} mixes ranks or alphas across layers; a LoRA file holds one rank and alpha"
+        );
+    }
+    // diffusers' layout: peft LoraConfig fields prefixed by the component.
+    let mut config = serde_json::Map::new();
+    let fields = [
+        ("r", json!(rank)),
+        ("lora_alpha", json!(alpha)),
+        (
+            "target_modules",
+            json!(targets.into_iter().collect::<Vec<_>>()),
+        ),
+        ("peft_type", json!("LORA")),
+        ("bias", json!("none")),
+        ("lora_dropout", json!(0.0)),
+        ("init_lora_weights", json!(true)),
+        ("fan_in_fan_out", json!(false)),
+        ("rank_pattern", json!({})),
+        ("alpha_pattern", json!({})),
+        ("use_rslora", json!(false)),
+        ("use_dora", json!(false)),
+    ];
+    for (k, v) in fields {
+        config.insert(format!("{prefix}.{k}"), v);
+    }
+    let mut metadata = HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    metadata.insert(
+        "lora_adapter_metadata".to_string(),
+        Value::Object(config).to_string(),
+    );
+    metadata.insert("ril_task".to_string(), task.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(k, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .expect("shape and byte length agree");
+            (k.clone(), view)
+        })
+        .collect();
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).context("cannot serialise the LoRA file")?;
+    write_atomic(path, &bytes)?;
+    Ok(LoraFileInfo {
+        layers: ranks.len(),
+        rank,
+        alpha,
+        task,
+    })
+}
+
+/// Rank and alpha recorded in a LoRA file's metadata: diffusers' `lora_adapter_metadata`, a JSON
+/// object of peft `LoraConfig` fields prefixed by the component (`"unet.r"`, `"unet.lora_alpha"`).
+/// Options that change the maths of a pair (per-layer patterns, rsLoRA, DoRA) are refused.
+fn metadata_config(
+    metadata: &HashMap<String, String>,
+    prefix: &str,
+    file: &Path,
+) -> Result<(Option<usize>, Option<f64>)> {
+    let Some(text) = metadata.get("lora_adapter_metadata") else {
+        return Ok((None, None));
+    };
+    let value: Value = serde_json::from_str(text).with_context(|| {
+        format!(
+            "{}: metadata `lora_adapter_metadata` is not JSON",
+            file.display()
+        )
+    })?;
+    let field = |name: &str| -> Option<&Value> {
+        value
+            .get(format!("{prefix}.{name}"))
+            .or_else(|| value.get(prefix).and_then(|c| c.get(name)))
+            .or_else(|| value.get(name))
+    };
+    for name in ["rank_pattern", "alpha_pattern"] {
+        if field(name)
+            .and_then(Value::as_object)
+            .is_some_and(|o| !o.is_empty())
+        {
+            bail!(
+                "{}: metadata `{prefix}.{name}` (per-layer ranks or alphas) is not supported",
+                file.display()
+            );
+        }
+    }
+    for name in ["use_rslora", "use_dora"] {
+        if field(name).and_then(Value::as_bool) == Some(true) {
+            bail!(
+                "{}: metadata `{prefix}.{name}` is true, which ril does not support",
+                file.display()
+            );
+        }
+    }
+    let rank = field("r").and_then(Value::as_u64).map(|r| r as usize);
+    let alpha = field("lora_alpha").and_then(Value::as_f64);
+    Ok((rank, alpha))
+}
+
+/// Loads a peft/diffusers LoRA file as a new task: the whole model is frozen, and every layer
+/// named in the file gets a trainable pair with the file's weights. Keys may carry
+/// the `prefix.` (e.g. `unet.`) or not. Errors name the file and the key: a key that matches no
+/// layer, a shape that disagrees with the layer, a rank that differs from the metadata.
+pub fn import_task<B: Backend, M: LoraModel<B>>(
+    model: &mut M,
+    path: &Path,
+    prefix: &str,
+) -> Result<LoraFileInfo> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read LoRA file {}", path.display()))?;
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let metadata: HashMap<String, String> = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .unwrap_or_default();
+    let (meta_rank, meta_alpha) = metadata_config(&metadata, prefix, path)?;
+    let mut layers: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    model.visit_lora(&mut |p, layer| {
+        layers.insert(p.to_string(), layer.dims());
+    });
+    let display = path.display();
+    // layer path -> (A, B)
+    let mut pairs: BTreeMap<String, [Option<TensorData>; 2]> = BTreeMap::new();
+    for (key, view) in file.tensors() {
+        let rest = key.strip_prefix(&format!("{prefix}.")).unwrap_or(&key);
+        let (layer, which) = if let Some(l) = rest.strip_suffix(".lora_A.weight") {
+            (l, 0)
+        } else if let Some(l) = rest.strip_suffix(".lora_B.weight") {
+            (l, 1)
+        } else {
+            bail!(
+                "{display}: key `{key}` is not a LoRA weight (expected ...lora_A.weight / ...lora_B.weight)"
+            );
+        };
+        let Some(&[d_in, d_out]) = layers.get(layer) else {
+            bail!("{display}: key `{key}` matches no layer of the model");
+        };
+        let shape = view.shape().to_vec();
+        let ok = shape.len() == 2
+            && if which == 0 {
+                shape[1] == d_in
+            } else {
+                shape[0] == d_out
+            };
+        if !ok {
+            let expected = if which == 0 {
+                format!("[r, {d_in}]")
+            } else {
+                format!("[{d_out}, r]")
+            };
+            bail!("{display}: key `{key}` has shape {shape:?}, the layer needs {expected}");
+        }
+        let data = tensor_data(view.dtype(), &shape, view.data())
+            .with_context(|| format!("{display}: key `{key}`"))?;
+        pairs.entry(layer.to_string()).or_insert([None, None])[which] = Some(data);
+    }
+    if pairs.is_empty() {
+        bail!("{display} holds no LoRA weights");
+    }
+    let mut ready: BTreeMap<String, (TensorData, TensorData)> = BTreeMap::new();
+    let mut max_rank = 0;
+    for (layer, [a, b]) in pairs {
+        let (Some(a), Some(b)) = (a, b) else {
+            bail!("{display}: layer `{layer}` has only one of lora_A / lora_B");
+        };
+        let (ra, rb) = (a.shape[0], b.shape[1]);
+        if ra != rb {
+            bail!("{display}: layer `{layer}`: lora_A has rank {ra} but lora_B has rank {rb}");
+        }
+        if let Some(r) = meta_rank
+            && r != ra
+        {
+            bail!(
+                "{display}: key `{prefix}.{layer}.lora_A.weight` has rank {ra}, the file's metadata says r = {r}"
+            );
+        }
+        max_rank = max_rank.max(ra);
+        ready.insert(layer, (a, b));
+    }
+    let alpha = meta_alpha.unwrap_or(max_rank as f64);
+    let task = task_count(model);
+    let count = ready.len();
+    *model = model.clone().no_grad();
+    model.visit_lora_mut(&mut |p, layer| {
+        layer.unmerge();
+        if let Some((a, b)) = ready.remove(p) {
+            let device = layer.base.weight.val().device();
+            let pair = LoraPair::from_tensors(
+                Tensor::from_data(a, &device),
+                Tensor::from_data(b, &device),
+                alpha,
+                task,
+            );
+            layer.push_pair(pair);
+        }
+    });
+    Ok(LoraFileInfo {
+        layers: count,
+        rank: max_rank,
+        alpha,
+        task,
+    })
+}
