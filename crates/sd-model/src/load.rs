@@ -8,7 +8,7 @@
 //! tensors (cast to f32, Linear weights transposed) applied with `burn-store`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::{Bool, DType, Int, TensorData};
 use burn_store::{ModuleSnapshot, TensorSnapshot};
+use lora_group::io::tensor_data;
 use safetensors::{Dtype, SafeTensors};
 
 /// One parameter of a module as a checkpoint stores it.
@@ -128,7 +129,7 @@ pub type Remap = dyn Fn(&str) -> Option<String>;
 
 /// A safetensors file read into memory and checked for structural validity.
 pub struct SafetensorsFile {
-    path: std::path::PathBuf,
+    path: PathBuf,
     bytes: Arc<Vec<u8>>,
     tensors: BTreeMap<String, RawTensor>,
     metadata: BTreeMap<String, String>,
@@ -200,22 +201,23 @@ impl SafetensorsFile {
         self.tensors.get(key).map(|t| t.shape.as_slice())
     }
 
-    /// Reads tensor `key` as f32 values (f32, f16 and bf16 files are accepted).
-    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
-        let raw = self
-            .tensors
+    fn raw(&self, key: &str) -> Result<&RawTensor> {
+        self.tensors
             .get(key)
-            .with_context(|| format!("{}: no tensor named `{key}`", self.path.display()))?;
-        decode_f32(&self.bytes[raw.start..raw.end], raw.dtype)
-            .with_context(|| format!("{}: tensor `{key}`", self.path.display()))
+            .with_context(|| format!("{}: no tensor named `{key}`", self.path.display()))
+    }
+
+    /// Reads tensor `key` as f32 values (f32, f16, bf16 and f64 files are accepted).
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let raw = self.raw(key)?;
+        let data = tensor_data(raw.dtype, &raw.shape, &self.bytes[raw.start..raw.end])
+            .with_context(|| format!("{}: tensor `{key}`", self.path.display()))?;
+        Ok(data.into_vec().expect("converted to f32"))
     }
 
     /// Reads tensor `key` as i64 values (i64 and i32 are accepted).
     pub fn read_i64(&self, key: &str) -> Result<Vec<i64>> {
-        let raw = self
-            .tensors
-            .get(key)
-            .with_context(|| format!("{}: no tensor named `{key}`", self.path.display()))?;
+        let raw = self.raw(key)?;
         let data = &self.bytes[raw.start..raw.end];
         Ok(match raw.dtype {
             Dtype::I64 => data
@@ -239,10 +241,7 @@ impl SafetensorsFile {
         key: &str,
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
-        let shape = self
-            .shape(key)
-            .with_context(|| format!("{}: no tensor named `{key}`", self.path.display()))?
-            .to_vec();
+        let shape = self.raw(key)?.shape.clone();
         if shape.len() != D {
             bail!(
                 "{}: tensor `{key}` has shape {shape:?}, expected rank {D}",
@@ -252,47 +251,123 @@ impl SafetensorsFile {
         let data = self.read_f32(key)?;
         Ok(Tensor::from_data(TensorData::new(data, shape), device))
     }
-}
 
-fn decode_f32(data: &[u8], dtype: Dtype) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-            .collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        other => bail!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
-    })
-}
-
-/// IEEE 754 binary16 to f32, exact for every value (subnormals, infinities, NaN).
-fn half_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let mant = (h & 0x3ff) as u32;
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: value = m * 2^-24.
-            let v = m as f32 * f32::from_bits(0x3380_0000);
-            return if sign != 0 { -v } else { v };
+    /// The file's tensors as a weight source for [`load_weights`].
+    pub fn weights(&self) -> Weights {
+        let entries = self
+            .tensors
+            .iter()
+            .map(|(name, raw)| {
+                let bytes = self.bytes.clone();
+                let raw = raw.clone();
+                let float = matches!(
+                    raw.dtype,
+                    Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+                );
+                let (shape, dtype) = (raw.shape.clone(), format!("{:?}", raw.dtype));
+                let data: DataFn = Rc::new(move || {
+                    tensor_data(raw.dtype, &raw.shape, &bytes[raw.start..raw.end])
+                        .map_err(|e| e.to_string())
+                });
+                let entry = WeightEntry {
+                    shape,
+                    dtype,
+                    float,
+                    data,
+                };
+                (name.clone(), entry)
+            })
+            .collect();
+        Weights {
+            path: self.path.clone(),
+            entries,
         }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
+    }
+}
+
+type DataFn = Rc<dyn Fn() -> std::result::Result<TensorData, String>>;
+
+/// One tensor of a weight source: its shape, dtype and a lazy reader (f32 data).
+#[derive(Clone)]
+pub struct WeightEntry {
+    pub shape: Vec<usize>,
+    /// The stored dtype, for messages.
+    pub dtype: String,
+    /// Whether the stored dtype is a float type (others cannot fill a parameter).
+    pub float: bool,
+    data: DataFn,
+}
+
+/// The tensors of a checkpoint file, by key: a safetensors file or a PyTorch pickle.
+pub struct Weights {
+    path: PathBuf,
+    entries: BTreeMap<String, WeightEntry>,
+}
+
+impl Weights {
+    /// Opens `path` by extension: `.safetensors`, or a PyTorch pickle (`.pt`, `.pth`, `.bin`,
+    /// `.ckpt`) read without executing any code (only plain tensor rebuilding is understood;
+    /// anything else is an error). `top_level_key` selects a nested dict such as `state_dict`.
+    pub fn open(path: &Path, top_level_key: Option<&str>) -> Result<Self> {
+        let is_safetensors = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        if is_safetensors {
+            return Ok(SafetensorsFile::open(path)?.weights());
+        }
+        if !path.is_file() {
+            bail!("weights file {} does not exist", path.display());
+        }
+        let reader = match top_level_key {
+            Some(key) => burn_store::pytorch::PytorchReader::with_top_level_key(path, key),
+            None => burn_store::pytorch::PytorchReader::new(path),
+        }
+        .map_err(|e| anyhow::anyhow!("cannot read PyTorch file {}: {e}", path.display()))?;
+        let entries = reader
+            .into_tensors()
+            .into_iter()
+            .map(|(name, snap)| {
+                let shape = snap.shape.to_vec();
+                let dtype = snap.dtype;
+                let inner = snap.clone_data_fn();
+                let data: DataFn = Rc::new(move || {
+                    inner()
+                        .map(|d| d.convert_dtype(DType::F32))
+                        .map_err(|e| format!("{e:?}"))
+                });
+                let entry = WeightEntry {
+                    shape,
+                    dtype: format!("{dtype:?}"),
+                    float: dtype.is_float(),
+                    data,
+                };
+                (name, entry)
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            entries,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The keys and entries.
+    pub fn entries(&self) -> &BTreeMap<String, WeightEntry> {
+        &self.entries
+    }
+
+    /// Reads tensor `key` as f32 [`TensorData`].
+    pub fn data(&self, key: &str) -> Result<TensorData> {
+        let entry = self
+            .entries
+            .get(key)
+            .with_context(|| format!("{}: no tensor named `{key}`", self.path.display()))?;
+        (entry.data)().map_err(|e| anyhow::anyhow!("{}: tensor `{key}`: {e}", self.path.display()))
+    }
 }
 
 /// Loads every parameter of `module` from the safetensors file at `path`.
@@ -312,18 +387,27 @@ pub fn load_module<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
 
 /// As [`load_module`], from an already opened file.
 pub fn load_module_from<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
-    mut module: M,
+    module: M,
     file: &SafetensorsFile,
     remap: &Remap,
 ) -> Result<M> {
+    load_weights(module, &file.weights(), remap)
+}
+
+/// As [`load_module`], from any weight source (safetensors or PyTorch pickle).
+pub fn load_weights<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    mut module: M,
+    weights: &Weights,
+    remap: &Remap,
+) -> Result<M> {
     let expected = expected_params(&module);
-    let display = file.path.display();
+    let display = weights.path.display();
     let mut unexpected = Vec::new();
     let mut mismatched = Vec::new();
     let mut bad_dtype = Vec::new();
     let mut seen = BTreeSet::new();
     let mut snapshots = Vec::new();
-    for (file_key, raw) in &file.tensors {
+    for (file_key, entry) in &weights.entries {
         let Some(key) = remap(file_key) else {
             continue;
         };
@@ -331,28 +415,25 @@ pub fn load_module_from<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
             unexpected.push(file_key.clone());
             continue;
         };
-        if !matches!(
-            raw.dtype,
-            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
-        ) {
-            bad_dtype.push(format!("`{file_key}` ({:?})", raw.dtype));
+        if !entry.float {
+            bad_dtype.push(format!("`{file_key}` ({})", entry.dtype));
             continue;
         }
-        let compatible = raw.shape == param.torch_shape
-            || squeeze_1x1(&raw.shape) == squeeze_1x1(&param.torch_shape)
-                && raw.shape.iter().product::<usize>()
+        let compatible = entry.shape == param.torch_shape
+            || squeeze_1x1(&entry.shape) == squeeze_1x1(&param.torch_shape)
+                && entry.shape.iter().product::<usize>()
                     == param.torch_shape.iter().product::<usize>();
         if !compatible {
             mismatched.push(format!(
                 "`{file_key}`: the model expects {:?}, the file has {:?}",
-                param.torch_shape, raw.shape
+                param.torch_shape, entry.shape
             ));
             continue;
         }
         if !seen.insert(key.clone()) {
             bail!("{display}: two file keys map to parameter `{key}` (the second is `{file_key}`)");
         }
-        snapshots.push(snapshot(file, raw.clone(), param.clone()));
+        snapshots.push(snapshot(entry.data.clone(), param.clone()));
     }
     let missing: Vec<&String> = expected.keys().filter(|k| !seen.contains(*k)).collect();
     let mut problems = Vec::new();
@@ -418,8 +499,9 @@ fn list<S: AsRef<str>>(items: &[S]) -> String {
     s.join(", ")
 }
 
-fn snapshot(file: &SafetensorsFile, raw: RawTensor, param: ExpectedParam) -> TensorSnapshot {
-    let bytes = file.bytes.clone();
+/// A snapshot at the parameter's Burn path holding the file tensor in Burn's layout (Linear
+/// weights transposed, 1×1 reshapes applied).
+fn snapshot(data: DataFn, param: ExpectedParam) -> TensorSnapshot {
     let burn_shape: Vec<usize> = if param.linear_weight {
         vec![param.torch_shape[1], param.torch_shape[0]]
     } else {
@@ -427,8 +509,10 @@ fn snapshot(file: &SafetensorsFile, raw: RawTensor, param: ExpectedParam) -> Ten
     };
     let shape_for_closure = burn_shape.clone();
     let data_fn = Rc::new(move || {
-        let values = decode_f32(&bytes[raw.start..raw.end], raw.dtype)
-            .map_err(|e| burn_store::TensorSnapshotError::DataError(e.to_string()))?;
+        let values: Vec<f32> = data()
+            .map_err(burn_store::TensorSnapshotError::DataError)?
+            .into_vec()
+            .map_err(|e| burn_store::TensorSnapshotError::DataError(format!("{e:?}")))?;
         let values = if param.linear_weight {
             let (out, inp) = (param.torch_shape[0], param.torch_shape[1]);
             let mut t = vec![0.0f32; values.len()];
