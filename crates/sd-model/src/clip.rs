@@ -110,26 +110,7 @@ impl ClipTextConfig {
                 position_embedding: EmbeddingConfig::new(self.max_position_embeddings, d)
                     .init(device),
             },
-            encoder: ClipEncoder {
-                layers: (0..self.num_hidden_layers)
-                    .map(|_| ClipEncoderLayer {
-                        self_attn: ClipAttention {
-                            q_proj: linear(d, d, true, device),
-                            k_proj: linear(d, d, true, device),
-                            v_proj: linear(d, d, true, device),
-                            out_proj: linear(d, d, true, device),
-                            heads: self.num_attention_heads,
-                        },
-                        layer_norm1: layer_norm(d, self.layer_norm_eps, device),
-                        mlp: ClipMlp {
-                            fc1: linear(d, self.intermediate_size, true, device),
-                            fc2: linear(self.intermediate_size, d, true, device),
-                            quick_gelu: self.hidden_act == "quick_gelu",
-                        },
-                        layer_norm2: layer_norm(d, self.layer_norm_eps, device),
-                    })
-                    .collect(),
-            },
+            encoder: ClipEncoder::new(self, device),
             final_layer_norm: layer_norm(d, self.layer_norm_eps, device),
         })
     }
@@ -153,7 +134,8 @@ pub struct ClipAttention<B: Backend> {
 }
 
 impl<B: Backend> ClipAttention<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// Self-attention over `x` [B, N, D]; `causal` masks later positions (the text tower).
+    pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let h = self.heads;
         let split = |t: Tensor<B, 3>| t.reshape([b, n, h, d / h]).swap_dims(1, 2);
@@ -161,7 +143,7 @@ impl<B: Backend> ClipAttention<B> {
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
         let options = AttentionModuleOptions {
-            is_causal: true,
+            is_causal: causal,
             ..Default::default()
         };
         let out = attention(q, k, v, None, None, options);
@@ -180,7 +162,7 @@ pub struct ClipMlp<B: Backend> {
 }
 
 impl<B: Backend> ClipMlp<B> {
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x);
         let h = if self.quick_gelu {
             h.clone() * sigmoid(h * 1.702)
@@ -200,10 +182,53 @@ pub struct ClipEncoderLayer<B: Backend> {
     pub layer_norm2: LayerNorm<B>,
 }
 
+impl<B: Backend> ClipEncoderLayer<B> {
+    /// Pre-norm attention and MLP with residuals.
+    pub fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
+        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), causal);
+        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    }
+}
+
 /// `encoder.layers`.
 #[derive(Module, Debug)]
 pub struct ClipEncoder<B: Backend> {
     pub layers: Vec<ClipEncoderLayer<B>>,
+}
+
+impl<B: Backend> ClipEncoder<B> {
+    /// All layers in order.
+    pub fn forward(&self, mut x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
+        for layer in &self.layers {
+            x = layer.forward(x, causal);
+        }
+        x
+    }
+
+    /// transformers' CLIPEncoder with the widths, heads and activation of `config`.
+    pub fn new(config: &ClipTextConfig, device: &B::Device) -> Self {
+        let d = config.hidden_size;
+        Self {
+            layers: (0..config.num_hidden_layers)
+                .map(|_| ClipEncoderLayer {
+                    self_attn: ClipAttention {
+                        q_proj: linear(d, d, true, device),
+                        k_proj: linear(d, d, true, device),
+                        v_proj: linear(d, d, true, device),
+                        out_proj: linear(d, d, true, device),
+                        heads: config.num_attention_heads,
+                    },
+                    layer_norm1: layer_norm(d, config.layer_norm_eps, device),
+                    mlp: ClipMlp {
+                        fc1: linear(d, config.intermediate_size, true, device),
+                        fc2: linear(config.intermediate_size, d, true, device),
+                        quick_gelu: config.hidden_act == "quick_gelu",
+                    },
+                    layer_norm2: layer_norm(d, config.layer_norm_eps, device),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// transformers `CLIPTextModel` (keys without the `text_model.` prefix, which loading strips).
@@ -229,16 +254,9 @@ impl<B: Backend> ClipTextModel<B> {
         let [b, n] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..n as i64, &device).reshape([1, n]);
-        let mut x = self.embeddings.token_embedding.forward(input_ids.clone())
+        let x = self.embeddings.token_embedding.forward(input_ids.clone())
             + self.embeddings.position_embedding.forward(positions);
-        for layer in &self.encoder.layers {
-            let h = layer
-                .self_attn
-                .forward(layer.layer_norm1.forward(x.clone()));
-            x = x + h;
-            let h = layer.mlp.forward(layer.layer_norm2.forward(x.clone()));
-            x = x + h;
-        }
+        let x = self.encoder.forward(x, true);
         let last_hidden_state = self.final_layer_norm.forward(x);
         let d = last_hidden_state.dims()[2];
         let eos = first_argmax(&input_ids)
@@ -254,7 +272,7 @@ impl<B: Backend> ClipTextModel<B> {
 
 /// Per row, the first index of the largest id (as `torch.argmax`, which returns the first of
 /// equal maxima: the EOS token, not the EOS padding after it).
-fn first_argmax<B: Backend>(ids: &Tensor<B, 2, Int>) -> Tensor<B, 1, Int> {
+pub fn first_argmax<B: Backend>(ids: &Tensor<B, 2, Int>) -> Tensor<B, 1, Int> {
     let [b, n] = ids.dims();
     let values: Vec<i64> = ids
         .to_data()

@@ -89,6 +89,12 @@ impl ClipTokenizer {
         })
     }
 
+    /// The same tokenizer padding with `pad_id` (open_clip pads with 0).
+    pub fn with_pad_id(mut self, pad_id: u32) -> Self {
+        self.pad_id = pad_id;
+        self
+    }
+
     /// The BPE ids of `text` without BOS/EOS, untruncated.
     pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
