@@ -29,6 +29,10 @@ What it produces (all under crates/sd-model/tests/fixtures/, about 5 MB in total
                                the tiny pipeline with LoRA a, and one merged weight. See the header
                                of make_lora_fixtures.py.
 
+The `rewards` crate's fixtures (crates/rewards/tests/fixtures/, about 2.8 MB: tiny HF CLIP and open_clip
+weights, HPS_tiny.pt, torchvision Resize, AlignProp aesthetic, HPSv2 and kornia JPEG references) are
+written by the separate script tools/parity/make_reward_fixtures.py (not called from main() below).
+
 Tensor names, shapes and dtypes are printed when the script runs (see `describe` output) and are
 documented next to each `save(...)` call below.
 

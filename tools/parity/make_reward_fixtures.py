@@ -53,6 +53,28 @@ Size-driven conventions (the inputs at 224..512 pixels alone would be ~10 MB in 
     every s-th index from 0 plus the last one; `subsampled` metadata gives s) and `<name>_stats`
     (f64 [3] over the FULL tensor as above). In Burn: t.select(2, rows).select(3, cols).
 
+Tensors (float32 unless marked; G = generated, not stored (+ _head/_stats); S = subsampled (_sub,
+_rows, _cols, _stats)):
+
+  resize.safetensors     img_down G uniform01 [2,3,300,260] -> out_down S [2,3,258,224];
+                         img_up G [1,3,64,64] -> out_up S [1,3,224,224]; img_sq G [1,3,512,512] ->
+                         out_sq S [1,3,224,224]; proj_down / proj_sq G normal (output shapes);
+                         grad_img_down S, grad_img_sq S.
+  clip_vision.safetensors  pixel_values G normal [2,3,224,224]; image_embeds [2,768]; pooler_output
+                         [2,32]; last_hidden_state [2,50,32]; proj [2,768] (also G); grad_pixel_values S;
+                         text_input_ids i64 [2,77]; text_embeds [2,768].
+  aesthetic.safetensors  images G uniform_sym(a=1.1) [2,3,64,64]; scores [2]; embed, embed_normed
+                         [2,768]; grad_images S (of scores.sum()); embedding [3,768] (L2-normalised
+                         G normal, stored); mlp_scores [3]; mlp_scores_f64 f64 [3].
+  openclip.safetensors   pixel_values G normal [2,3,224,224]; text i64 [2,77]; image_features,
+                         text_features, image_embeds_raw, text_embeds_raw [2,16]; hps [2];
+                         grad_pixel_values S (of hps.sum()).
+  jpeg.safetensors       img_a G uniform01 [2,3,32,48]; img_b G uniform01 [1,3,30,45]; out_a_q80,
+                         out_a_q50, out_a_q30_90 [2,3,32,48]; out_b_q80 [1,3,30,45]; proj_a_q80,
+                         proj_b_q80 G normal; grad_img_a_q80, grad_img_b_q80 (full); compress_a_q80 [2];
+                         grad_compress_a_q80 [2,3,32,48]; table_qualities [4]; quality_scale [4];
+                         qtable_y, qtable_c [4,8,8].
+
 Numbers worth knowing (printed when the script runs): see the `notes` metadata of each file.
 
 Reference versions: those of make_fixtures.py plus kornia 0.9.0 (kornia-rs 0.2.0) and torchvision
@@ -262,6 +284,18 @@ def _grid(n, step):
 # --------------------------------------------------------------------------------------------
 # 1. torchvision Resize(224)
 # --------------------------------------------------------------------------------------------
+def _aa_matrix(n_in, n_out):
+    scale = n_in / n_out
+    support, inv = (scale, 1.0 / scale) if scale >= 1 else (1.0, 1.0)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        c = scale * (i + 0.5)
+        lo, hi = max(int(c - support + 0.5), 0), min(int(c + support + 0.5), n_in)
+        w = torch.tensor([max(0.0, 1.0 - abs((j - c + 0.5) * inv)) for j in range(lo, hi)], dtype=torch.float64)
+        m[i, lo:hi] = w / w.sum()
+    return m
+
+
 def ref_resize():
     b = Bundle()
     resize = T.Resize(224)  # bilinear, antialias=True (torchvision >= 0.17 default), on tensors
@@ -283,6 +317,11 @@ def ref_resize():
         assert torch.equal(out.detach(), same), name
         plain = F.interpolate(img, size=list(out.shape[-2:]), mode="bilinear", align_corners=False, antialias=False)
         notes[f"max_abs_diff_vs_no_antialias_{name}"] = float((same - plain).abs().max())
+        oh, ow = out.shape[-2:]
+        by_hand = _aa_matrix(shape[-2], oh) @ img.double() @ _aa_matrix(shape[-1], ow).T
+        notes[f"max_abs_diff_vs_f64_weights_{name}"] = float((by_hand - same.double()).abs().max())
+        exact = F.interpolate(img.double(), size=[oh, ow], mode="bilinear", align_corners=False, antialias=True)
+        assert (exact - by_hand).abs().max() < 1e-12  # the formula is torch's (in float64)
         shapes[f"out_{name}"] = list(out.shape)
         b.big(f"out_{name}", out, step_out)
         if want_grad:
@@ -295,6 +334,11 @@ def ref_resize():
             "transform": "torchvision.transforms.Resize(224) (interpolation bilinear, antialias=True) on float32 "
             "tensors == F.interpolate(x, size, mode='bilinear', align_corners=False, antialias=True); "
             "size: shorter side -> 224, longer side -> int(224 * long / short)",
+            "aa_weights": "separable; per axis (in -> out), scale = in/out, support = scale if scale >= 1 else 1, "
+            "inv = 1/scale if scale >= 1 else 1; output i: c = scale*(i+0.5), j from max(int(c-support+0.5),0) to "
+            "min(int(c+support+0.5), in) (exclusive), w_j = max(0, 1-|(j-c+0.5)*inv|), normalised to sum 1 "
+            "(== F.interpolate(antialias=True) on float64 inputs to 1e-12; torch's float32 kernel differs from these "
+            "exact weights by up to notes.max_abs_diff_vs_f64_weights_*, as it uses a float32 scale)",
             "output_shapes": json.dumps(shapes, sort_keys=True),
             "gradients": "grad_img_X = d/d img_X of (out_X * proj_X).sum()",
             "notes": json.dumps(notes, sort_keys=True),

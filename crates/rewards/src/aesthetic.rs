@@ -77,6 +77,19 @@ pub struct Aesthetic<B: Backend> {
 }
 
 impl<B: Backend> Aesthetic<B> {
+    /// Loads the CLIP tower (a transformers folder or weights file, see
+    /// [`load_clip_vision_from`](crate::clip_vision::load_clip_vision_from)) and the MLP.
+    pub fn load(clip: &Path, mlp: &Path, device: &B::Device) -> Result<Self> {
+        let clip = crate::clip_vision::load_clip_vision_from(clip, device)?;
+        if clip.visual_projection.weight.val().dims()[1] != 768 {
+            bail!("the aesthetic MLP needs 768-wide CLIP embeddings (ViT-L/14)");
+        }
+        Ok(Self {
+            clip,
+            mlp: AestheticMlp::load(mlp, device)?,
+        })
+    }
+
     /// Embeddings of images in [-1, 1], L2-normalised: [B, 768].
     pub fn embed(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let e = self

@@ -71,6 +71,26 @@ impl ClipVisionConfig {
         }
     }
 
+    /// Reads a transformers config.json: a `CLIPVisionConfig` (CLIPVisionModelWithProjection) or a
+    /// full `CLIPConfig`, whose `vision_config` and top-level `projection_dim` are used.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v: serde_json::Value = sd_model::config::read_config(path)?;
+        let parse = |node: serde_json::Value| -> Result<Self> {
+            serde_json::from_value(node)
+                .map_err(|e| anyhow::anyhow!("invalid CLIP vision config {}: {e}", path.display()))
+        };
+        match v.get("vision_config") {
+            Some(vision) => {
+                let mut c = parse(vision.clone())?;
+                if let Some(p) = v.get("projection_dim").and_then(serde_json::Value::as_u64) {
+                    c.projection_dim = p as usize;
+                }
+                Ok(c)
+            }
+            None => parse(v),
+        }
+    }
+
     /// Builds the model with freshly initialised (lazy) weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<ClipVisionModelWithProjection<B>> {
         let encoder_config = ClipTextConfig {
@@ -169,7 +189,7 @@ pub fn vision_key(key: &str) -> Option<String> {
 }
 
 /// Loads the vision tower and projection from a CLIPVisionModelWithProjection or full CLIPModel
-/// checkpoint (safetensors or PyTorch pickle).
+/// checkpoint (safetensors or PyTorch pickle) with an explicit config.
 pub fn load_clip_vision<B: Backend>(
     config: &ClipVisionConfig,
     path: &Path,
@@ -177,4 +197,27 @@ pub fn load_clip_vision<B: Backend>(
 ) -> Result<ClipVisionModelWithProjection<B>> {
     let weights = Weights::open(path, None)?;
     load_weights(config.init(device)?, &weights, &vision_key)
+}
+
+/// Loads a CLIP vision tower from a transformers folder (config.json + model.safetensors, or
+/// pytorch_model.bin) or from a single weights file with ViT-L/14's config.
+pub fn load_clip_vision_from<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<ClipVisionModelWithProjection<B>> {
+    if !path.is_dir() {
+        return load_clip_vision(&ClipVisionConfig::vit_l14(), path, device);
+    }
+    let config = ClipVisionConfig::from_file(&path.join("config.json"))?;
+    let weights = ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| path.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} holds neither model.safetensors nor pytorch_model.bin",
+                path.display()
+            )
+        })?;
+    load_clip_vision(&config, &weights, device)
 }

@@ -6,6 +6,8 @@ pub mod aesthetic;
 pub mod clip_vision;
 pub mod files;
 pub mod hps;
+pub mod images;
+pub mod jpeg;
 pub mod openclip;
 pub mod preprocess;
 

@@ -69,6 +69,56 @@ impl OpenClipConfig {
         }
     }
 
+    /// Reads an open_clip model config (the `model_configs/*.json` format: `embed_dim`,
+    /// `vision_cfg {image_size, layers, width, head_width, patch_size, mlp_ratio}`,
+    /// `text_cfg {context_length, vocab_size, width, heads, layers}`); missing fields take
+    /// ViT-H-14's values.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let v: serde_json::Value = sd_model::config::read_config(path)?;
+        let d = Self::vit_h14();
+        let get = |section: &str, key: &str, default: usize| -> Result<usize> {
+            let node = if section.is_empty() {
+                Some(&v)
+            } else {
+                v.get(section)
+            };
+            match node.and_then(|n| n.get(key)) {
+                None => Ok(default),
+                Some(x) => x
+                    .as_f64()
+                    .filter(|f| *f >= 1.0 && f.fract() == 0.0)
+                    .map(|f| f as usize)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}: `{section}.{key}` must be a positive integer, got {x}",
+                            path.display()
+                        )
+                    }),
+            }
+        };
+        let c = Self {
+            embed_dim: get("", "embed_dim", d.embed_dim)?,
+            image_size: get("vision_cfg", "image_size", d.image_size)?,
+            patch_size: get("vision_cfg", "patch_size", d.patch_size)?,
+            vision_width: get("vision_cfg", "width", d.vision_width)?,
+            vision_layers: get("vision_cfg", "layers", d.vision_layers)?,
+            vision_head_width: get("vision_cfg", "head_width", 64)?,
+            mlp_ratio: get("vision_cfg", "mlp_ratio", d.mlp_ratio)?,
+            context_length: get("text_cfg", "context_length", d.context_length)?,
+            vocab_size: get("text_cfg", "vocab_size", d.vocab_size)?,
+            text_width: get("text_cfg", "width", d.text_width)?,
+            text_heads: get("text_cfg", "heads", 8)?,
+            text_layers: get("text_cfg", "layers", d.text_layers)?,
+        };
+        if c.vision_width % c.vision_head_width != 0 || c.text_width % c.text_heads != 0 {
+            anyhow::bail!(
+                "{}: widths must be divisible by the head width / head count",
+                path.display()
+            );
+        }
+        Ok(c)
+    }
+
     /// Builds the model with freshly initialised (lazy) weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> OpenClip<B> {
         let (vw, tw) = (self.vision_width, self.text_width);

@@ -37,26 +37,34 @@ pub fn aa_bilinear_weights(input: usize, output: usize) -> Vec<f32> {
     w
 }
 
-/// Resizes images [B, C, H, W] to `[h, w]` with antialiased bilinear interpolation (differentiable:
-/// two matrix products).
-pub fn resize<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+/// Applies a linear map along each spatial axis: `mh` [h', H] · x · `mwᵀ` [W, w'] for x
+/// [B, C, H, W] (differentiable: two matrix products). `mh` and `mw` are row-major.
+pub fn separable<B: Backend>(
+    x: Tensor<B, 4>,
+    mh: Vec<f32>,
+    mw: Vec<f32>,
+    size: [usize; 2],
+) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
+    let device = x.device();
+    let rw = Tensor::<B, 2>::from_data(TensorData::new(mw, [size[1], w]), &device);
+    let rh = Tensor::<B, 2>::from_data(TensorData::new(mh, [size[0], h]), &device);
+    let x = x.matmul(rw.transpose().unsqueeze::<4>().expand([b, c, w, size[1]]));
+    rh.unsqueeze::<4>().expand([b, c, size[0], h]).matmul(x)
+}
+
+/// Resizes images [B, C, H, W] to `[h, w]` with antialiased bilinear interpolation.
+pub fn resize<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
     if [h, w] == size {
         return x;
     }
-    let device = x.device();
-    let rw = Tensor::<B, 2>::from_data(
-        TensorData::new(aa_bilinear_weights(w, size[1]), [size[1], w]),
-        &device,
-    );
-    let rh = Tensor::<B, 2>::from_data(
-        TensorData::new(aa_bilinear_weights(h, size[0]), [size[0], h]),
-        &device,
-    );
-    // Along the width: [B, C, H, W] x [W, w'].
-    let x = x.matmul(rw.transpose().unsqueeze::<4>().expand([b, c, w, size[1]]));
-    // Along the height: [h', H] x [B, C, H, w'].
-    rh.unsqueeze::<4>().expand([b, c, size[0], h]).matmul(x)
+    separable(
+        x,
+        aa_bilinear_weights(h, size[0]),
+        aa_bilinear_weights(w, size[1]),
+        size,
+    )
 }
 
 /// The size torchvision's `Resize(n)` gives: the shorter side becomes `n`, the longer
