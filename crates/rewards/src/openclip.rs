@@ -110,7 +110,9 @@ impl OpenClipConfig {
             text_heads: get("text_cfg", "heads", 8)?,
             text_layers: get("text_cfg", "layers", d.text_layers)?,
         };
-        if c.vision_width % c.vision_head_width != 0 || c.text_width % c.text_heads != 0 {
+        if !c.vision_width.is_multiple_of(c.vision_head_width)
+            || !c.text_width.is_multiple_of(c.text_heads)
+        {
             anyhow::bail!(
                 "{}: widths must be divisible by the head width / head count",
                 path.display()
