@@ -118,8 +118,12 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 _ => sample::<sd_model::backend::Cpu>(&a, &Default::default()),
             }
         }
+        Some("score") => {
+            let a = crate::score::parse(&args[1..])?;
+            crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())
+        }
         Some("-h" | "--help" | "help") | None => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{}", crate::score::USAGE);
             Ok(())
         }
         Some(other) => bail!("unknown command {other}\n{USAGE}"),

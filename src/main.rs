@@ -1,7 +1,8 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
-//! pipeline folder (or hub id).
+//! pipeline folder (or hub id); `ril score` scores a folder of images with a reward.
 
 mod cli;
+mod score;
 
 fn main() {
     if let Err(e) = cli::run(std::env::args().skip(1).collect()) {

@@ -864,3 +864,16 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+# --- malicious.pt: a PyTorch-style zip whose pickle calls os.system through REDUCE. It is made
+# with this snippet (not run by main(); the file is committed as it is, 300 bytes):
+#
+#   class Evil:
+#       def __reduce__(self):
+#           return (os.system, ("echo ril-pickle-executed > /tmp/ril-pwned",))
+#   data = pickle.dumps({"state_dict": {"layers.0.weight": Evil()}}, protocol=2)
+#   with zipfile.ZipFile("crates/rewards/tests/fixtures/malicious.pt", "w") as z:
+#       z.writestr("archive/data.pkl", data); z.writestr("archive/version", "3\n")
+#
+# A loader that executes pickles would create /tmp/ril-pwned; ril's must refuse the file.

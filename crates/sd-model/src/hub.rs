@@ -79,26 +79,25 @@ pub fn cached_snapshot(cache: &Path, repo_id: &str) -> Option<PathBuf> {
 /// A local folder as it is; a repo id from the cache, downloading missing pipeline files unless
 /// HF_HUB_OFFLINE is set.
 pub fn resolve_model(source: &str) -> Result<PathBuf> {
+    resolve_repo(source, PIPELINE_FILES)
+}
+
+/// A local path as it is (file or folder); a repo id from the cache with `files` present,
+/// downloading missing ones unless HF_HUB_OFFLINE is set. Returns the snapshot folder.
+pub fn resolve_repo(source: &str, files: &[&str]) -> Result<PathBuf> {
     let path = Path::new(source);
     if path.exists() {
-        if !path.is_dir() {
-            bail!("model {source} is a file; expected a diffusers pipeline folder");
-        }
         return Ok(path.to_path_buf());
     }
     if !is_repo_id(source) {
-        bail!("model folder {source} does not exist (and is not a hub repo id owner/name)");
+        bail!("{source} does not exist (and is not a hub repo id owner/name)");
     }
     let var = |k: &str| std::env::var(k).ok();
     let cache = cache_dir(var).context("cannot find the Hugging Face cache: set HF_HOME")?;
-    if let Some(dir) = cached_snapshot(&cache, source) {
-        let missing: Vec<&&str> = PIPELINE_FILES
-            .iter()
-            .filter(|f| !dir.join(f).exists())
-            .collect();
-        if missing.is_empty() || offline(var) {
-            return Ok(dir);
-        }
+    if let Some(dir) = cached_snapshot(&cache, source)
+        && (files.iter().all(|f| dir.join(f).exists()) || offline(var))
+    {
+        return Ok(dir);
     }
     if offline(var) {
         bail!(
@@ -106,26 +105,26 @@ pub fn resolve_model(source: &str) -> Result<PathBuf> {
             cache.display()
         );
     }
-    download(source, &cache)
+    download(source, &cache, files)
 }
 
-fn download(repo_id: &str, cache: &Path) -> Result<PathBuf> {
+fn download(repo_id: &str, cache: &Path, files: &[&str]) -> Result<PathBuf> {
     let api = hf_hub::api::sync::ApiBuilder::new()
         .with_cache_dir(cache.to_path_buf())
         .with_progress(true)
         .build()
         .context("cannot start the hub client")?;
     let repo = api.model(repo_id.to_string());
-    let mut index = None;
-    for file in PIPELINE_FILES {
+    let mut snapshot = None;
+    for file in files {
         let local = repo
             .get(file)
             .with_context(|| format!("cannot download {file} from {repo_id}"))?;
-        if *file == "model_index.json" {
-            index = local.parent().map(Path::to_path_buf);
-        }
+        // The snapshot folder is the file's path minus the file's own relative path.
+        let depth = Path::new(file).components().count();
+        snapshot = local.ancestors().nth(depth).map(Path::to_path_buf);
     }
-    index.context("download gave no snapshot folder")
+    snapshot.context("download gave no snapshot folder")
 }
 
 #[cfg(test)]

@@ -98,7 +98,10 @@ impl<B: Backend> StableDiffusion<B> {
     /// tokenizer/, scheduler/).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         if !dir.is_dir() {
-            bail!("model folder {} does not exist", dir.display());
+            bail!(
+                "model folder {} does not exist or is not a folder",
+                dir.display()
+            );
         }
         let index = dir.join("model_index.json");
         if !index.is_file() {

@@ -1,0 +1,202 @@
+//! `ril score` on folders of images: one line per image in file-name order and the mean, JSON
+//! with `--out`, the same numbers as the rewards library, and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ril-score-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// b.png: a flat colour; a.png: noise (file-name order puts the noise first).
+fn images(dir: &Path) -> PathBuf {
+    let imgs = dir.join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    let mut state = 7u32;
+    let noise = image::RgbImage::from_fn(64, 64, |_, _| {
+        let mut px = [0u8; 3];
+        for p in &mut px {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *p = (state >> 24) as u8;
+        }
+        image::Rgb(px)
+    });
+    noise.save(imgs.join("a.png")).unwrap();
+    image::RgbImage::from_pixel(64, 64, image::Rgb([90, 140, 200]))
+        .save(imgs.join("b.png"))
+        .unwrap();
+    imgs
+}
+
+fn ril(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ril"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+#[test]
+fn compress_scores_flat_images_above_noise_and_writes_json() {
+    let dir = scratch("compress");
+    let imgs = images(&dir);
+    let out = dir.join("scores.json");
+    let (ok, stdout, stderr) = ril(&[
+        "score",
+        "--reward",
+        "compress",
+        "--images",
+        imgs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("a.png\t")
+            && lines[1].starts_with("b.png\t")
+            && lines[2].starts_with("mean\t")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["reward"], "compress");
+    let s: Vec<f64> = json["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(json["scores"][0]["image"], "a.png");
+    // Noise loses much more to JPEG than a flat colour; both are ≤ 0.
+    assert!(s[0] < s[1] && s[1] <= 0.0 && s[0] < -1e-3, "{s:?}");
+    assert!((json["mean"].as_f64().unwrap() - (s[0] + s[1]) / 2.0).abs() < 1e-6);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn aesthetic_scores_equal_the_library() {
+    let dir = scratch("aesthetic");
+    let imgs = images(&dir);
+    let clip = root().join("crates/rewards/tests/fixtures/clip-vision-tiny");
+    let mlp = root().join("../shared/data/weights/sac+logos+ava1-l14-linearMSE.pth");
+    let (ok, stdout, stderr) = ril(&[
+        "score",
+        "--reward",
+        "aesthetic",
+        "--images",
+        imgs.to_str().unwrap(),
+        "--clip",
+        clip.to_str().unwrap(),
+        "--weights",
+        mlp.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let got: Vec<f32> = stdout
+        .lines()
+        .take(2)
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect();
+    use rewards::Reward;
+    type B = sd_model::backend::Cpu;
+    let device = Default::default();
+    let model = rewards::aesthetic::Aesthetic::<B>::load(&clip, &mlp, &device).unwrap();
+    let files = rewards::images::image_files(&imgs).unwrap();
+    let x = rewards::images::load_images::<B>(&files, &device).unwrap();
+    let expected: Vec<f32> = model
+        .score(x, &[])
+        .unwrap()
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap();
+    for (g, e) in got.iter().zip(&expected) {
+        // Printed with 6 decimals.
+        assert!((g - e).abs() < 1e-5, "{got:?} vs {expected:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn hps_with_a_model_config_and_bad_inputs() {
+    let dir = scratch("hps");
+    let imgs = images(&dir);
+    let config = dir.join("tiny.json");
+    std::fs::write(
+        &config,
+        r#"{"embed_dim": 16, "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 8, "patch_size": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": 1000, "width": 24, "heads": 4, "layers": 2}}"#,
+    )
+    .unwrap();
+    let weights = root().join("crates/rewards/tests/fixtures/HPS_tiny.pt");
+    let tok = root().join("crates/sd-model/tests/fixtures/tiny-sd/tokenizer");
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "a photo of noise\n\na blue square\n").unwrap();
+    let args = |p: &Path| {
+        vec![
+            "score".to_string(),
+            "--reward".into(),
+            "hps".into(),
+            "--images".into(),
+            imgs.display().to_string(),
+            "--weights".into(),
+            weights.display().to_string(),
+            "--tokenizer".into(),
+            tok.display().to_string(),
+            "--model-config".into(),
+            config.display().to_string(),
+            "--prompts".into(),
+            p.display().to_string(),
+        ]
+    };
+    let a = args(&prompts);
+    let (ok, stdout, stderr) = ril(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 3);
+    // Fewer prompts than images.
+    std::fs::write(&prompts, "only one\n").unwrap();
+    let (ok, _, stderr) = ril(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        !ok && stderr.contains("2 images") && stderr.contains("1 prompts"),
+        "{stderr}"
+    );
+    // An empty folder and a missing MLP.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, _, stderr) = ril(&[
+        "score",
+        "--reward",
+        "compress",
+        "--images",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("is empty"), "{stderr}");
+    let (ok, _, stderr) = ril(&[
+        "score",
+        "--reward",
+        "aesthetic",
+        "--images",
+        imgs.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("needs --weights"), "{stderr}");
+    let (ok, _, stderr) = ril(&[
+        "score",
+        "--reward",
+        "beauty",
+        "--images",
+        imgs.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("--reward must be"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
