@@ -118,12 +118,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
                 _ => sample::<sd_model::backend::Cpu>(&a, &Default::default()),
             }
         }
+        Some("train") => crate::train::run(&args[1..]),
         Some("score") => {
             let a = crate::score::parse(&args[1..])?;
             crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())
         }
         Some("-h" | "--help" | "help") | None => {
-            println!("{USAGE}\n\n{}", crate::score::USAGE);
+            println!("{USAGE}\n\n{}\n\n{}", crate::score::USAGE, crate::train::USAGE);
             Ok(())
         }
         Some(other) => bail!("unknown command {other}\n{USAGE}"),

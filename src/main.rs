@@ -1,8 +1,10 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
-//! pipeline folder (or hub id); `ril score` scores a folder of images with a reward.
+//! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
+//! fine-tunes on a sequence of rewards.
 
 mod cli;
 mod score;
+mod train;
 
 fn main() {
     if let Err(e) = cli::run(std::env::args().skip(1).collect()) {

@@ -29,8 +29,20 @@ impl NoiseRng {
     }
 
     /// A uniform value in (0, 1] with 53 random bits.
-    fn uniform_open0(&mut self) -> f64 {
+    pub fn uniform_open0(&mut self) -> f64 {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A generator for the stream identified by `ids` under `seed` (each combination gives an
+    /// independent, reproducible stream: no state needs saving to resume).
+    pub fn derive(seed: u64, ids: &[u64]) -> Self {
+        let mut h = Self::new(seed);
+        let mut state = h.next_u64();
+        for &id in ids {
+            let mut g = Self::new(state ^ id.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+            state = g.next_u64();
+        }
+        Self::new(state)
     }
 
     /// One standard normal value.

@@ -1,0 +1,333 @@
+//! The training configuration (TOML): model, prompts, method, sampling, the task sequence and
+//! the reward models; unknown keys are rejected and every value is range-checked with a message
+//! naming the field.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Where the diffusion model comes from and where it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A diffusers folder or hub id.
+    pub source: String,
+    /// "cpu" or "cuda".
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+fn default_backend() -> String {
+    "cpu".into()
+}
+
+/// Prompt files (one prompt per line; blank lines are skipped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptsConfig {
+    pub train: PathBuf,
+    pub eval: PathBuf,
+}
+
+/// Baseline (last-step reward gradient) or RID (plus the EMA teacher's last-step distillation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Baseline,
+    Rid,
+}
+
+/// The method and RID's two constants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    pub kind: Method,
+    /// Weight of the distillation term (the paper: 0.1).
+    #[serde(default = "default_lambda")]
+    pub lambda: f64,
+    /// EMA momentum a of the teacher, θ' ← a θ' + (1 − a) θ after every optimiser step.
+    #[serde(default = "default_ema")]
+    pub ema_momentum: f64,
+}
+
+fn default_lambda() -> f64 {
+    0.1
+}
+
+fn default_ema() -> f64 {
+    0.99
+}
+
+/// DDIM sampling during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// DDIM steps N (the paper: 50).
+    pub steps: usize,
+    /// Classifier-free guidance scale (7.5).
+    pub guidance: f64,
+    /// DDIM eta (0: deterministic).
+    #[serde(default)]
+    pub eta: f64,
+    /// Image size (512 for SD 1.5).
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Which reward a task maximises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RewardKind {
+    Aesthetic,
+    Hps,
+    Compress,
+    /// A weighted sum (joint tuning; weights in `[rewards.joint]`).
+    Joint,
+}
+
+impl RewardKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aesthetic => "aesthetic",
+            Self::Hps => "hps",
+            Self::Compress => "compress",
+            Self::Joint => "joint",
+        }
+    }
+}
+
+/// One reward task of the sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Name used for the checkpoint folder (task-K-NAME).
+    pub name: String,
+    pub reward: RewardKind,
+    pub epochs: usize,
+    /// Optimiser steps per epoch.
+    pub steps_per_epoch: usize,
+    /// Images per optimiser step.
+    pub batch_size: usize,
+    /// Micro-batches per step (batch_size must be divisible by it).
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: none).
+    #[serde(default)]
+    pub grad_clip: f64,
+    #[serde(default = "four")]
+    pub lora_rank: usize,
+    #[serde(default = "four_f")]
+    pub lora_alpha: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn four() -> usize {
+    4
+}
+
+fn four_f() -> f64 {
+    4.0
+}
+
+/// Reward models' files. Unused rewards' entries may be omitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RewardsConfig {
+    /// CLIP ViT-L/14 (folder, file or hub id) for the aesthetic reward.
+    pub aesthetic_clip: Option<String>,
+    /// The LAION MLP file.
+    pub aesthetic_mlp: Option<PathBuf>,
+    /// HPSv2 weights (HPS_v2_compressed.pt).
+    pub hps_weights: Option<PathBuf>,
+    /// open_clip model config JSON (default ViT-H-14).
+    pub hps_model_config: Option<PathBuf>,
+    /// CLIP tokenizer folder for HPS.
+    pub hps_tokenizer: Option<PathBuf>,
+    /// JPEG quality of the compressibility reward (80).
+    pub compress_quality: Option<f32>,
+    /// Joint-tuning weights (default 0.01 A + 2 H + C).
+    pub joint: Option<JointWeights>,
+}
+
+/// Weights of the joint reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JointWeights {
+    pub aesthetic: f64,
+    pub hps: f64,
+    pub compress: f64,
+}
+
+impl Default for JointWeights {
+    fn default() -> Self {
+        Self {
+            aesthetic: 0.01,
+            hps: 2.0,
+            compress: 1.0,
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub prompts: PromptsConfig,
+    pub method: MethodConfig,
+    pub sampling: SamplingConfig,
+    pub tasks: Vec<TaskConfig>,
+    #[serde(default)]
+    pub rewards: RewardsConfig,
+    /// Seed of prompts, noise and LoRA initialisation.
+    pub seed: u64,
+    /// Output folder of the run.
+    pub output: PathBuf,
+    /// Checkpoint every this many optimiser steps (and after every task).
+    #[serde(default = "default_ckpt")]
+    pub checkpoint_every: usize,
+}
+
+fn default_ckpt() -> usize {
+    50
+}
+
+impl TrainConfig {
+    /// Reads and validates a TOML file; relative paths are resolved against the file's folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.prompts.train);
+        fix(&mut self.prompts.eval);
+        fix(&mut self.output);
+        let r = &mut self.rewards;
+        for p in [&mut r.aesthetic_mlp, &mut r.hps_weights, &mut r.hps_model_config, &mut r.hps_tokenizer]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        let local = |s: &mut String| {
+            if !sd_model::hub::is_repo_id(s) && Path::new(s).is_relative() {
+                *s = base.join(&*s).display().to_string();
+            }
+        };
+        local(&mut self.model.source);
+        if let Some(c) = &mut r.aesthetic_clip {
+            local(c);
+        }
+    }
+
+    /// Range checks with messages naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.model.backend.as_str(), "cpu" | "cuda") {
+            bail!("model.backend must be \"cpu\" or \"cuda\", got {:?}", self.model.backend);
+        }
+        let m = &self.method;
+        if !(m.lambda.is_finite() && m.lambda >= 0.0) {
+            bail!("method.lambda must be ≥ 0, got {}", m.lambda);
+        }
+        if !(0.0..1.0).contains(&m.ema_momentum) {
+            bail!("method.ema_momentum must be in [0, 1), got {}", m.ema_momentum);
+        }
+        let s = &self.sampling;
+        if s.steps < 2 || s.steps > 1000 {
+            bail!("sampling.steps must be in 2..=1000, got {}", s.steps);
+        }
+        if !(s.guidance.is_finite() && s.guidance >= 0.0) {
+            bail!("sampling.guidance must be ≥ 0, got {}", s.guidance);
+        }
+        if !(s.eta.is_finite() && (0.0..=1.0).contains(&s.eta)) {
+            bail!("sampling.eta must be in [0, 1], got {}", s.eta);
+        }
+        if s.height == 0 || s.width == 0 || !s.height.is_multiple_of(8) || !s.width.is_multiple_of(8) {
+            bail!("sampling.height and width must be positive multiples of 8, got {}x{}", s.height, s.width);
+        }
+        if self.tasks.is_empty() {
+            bail!("tasks is empty: give at least one [[tasks]]");
+        }
+        for (i, t) in self.tasks.iter().enumerate() {
+            let f = |field: &str| format!("tasks[{i}] ({}).{field}", t.name);
+            if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                bail!("{} must be non-empty letters, digits, - or _", f("name"));
+            }
+            if t.epochs == 0 || t.steps_per_epoch == 0 {
+                bail!("{} and steps_per_epoch must be ≥ 1", f("epochs"));
+            }
+            if t.batch_size == 0 || t.grad_accum == 0 || !t.batch_size.is_multiple_of(t.grad_accum) {
+                bail!("{} must be a positive multiple of grad_accum ({})", f("batch_size"), t.grad_accum);
+            }
+            if !(t.lr.is_finite() && t.lr > 0.0 && t.lr < 1.0) {
+                bail!("{} must be in (0, 1), got {}", f("lr"), t.lr);
+            }
+            if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+                bail!("{} must be ≥ 0", f("weight_decay"));
+            }
+            if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
+                bail!("{} must be ≥ 0 (0 disables clipping)", f("grad_clip"));
+            }
+            if t.lora_rank == 0 || !(t.lora_alpha.is_finite() && t.lora_alpha > 0.0) {
+                bail!("{} must be ≥ 1 and lora_alpha > 0", f("lora_rank"));
+            }
+            let r = &self.rewards;
+            let needs_a = matches!(t.reward, RewardKind::Aesthetic | RewardKind::Joint);
+            let needs_h = matches!(t.reward, RewardKind::Hps | RewardKind::Joint);
+            if needs_a && r.aesthetic_mlp.is_none() {
+                bail!("{} needs rewards.aesthetic_mlp", f("reward"));
+            }
+            if needs_h && (r.hps_weights.is_none() || r.hps_tokenizer.is_none()) {
+                bail!("{} needs rewards.hps_weights and rewards.hps_tokenizer", f("reward"));
+            }
+        }
+        if let Some(q) = self.rewards.compress_quality
+            && !(0.0..=100.0).contains(&q)
+        {
+            bail!("rewards.compress_quality must be in [0, 100], got {q}");
+        }
+        if self.checkpoint_every == 0 {
+            bail!("checkpoint_every must be ≥ 1");
+        }
+        Ok(())
+    }
+
+    /// A stable hash of the configuration (FNV-1a of its canonical JSON), recorded in the run
+    /// folder so that another config's run is never overwritten.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_string(self).expect("config serialises");
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in json.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// Non-blank lines of a prompts file; an empty file is an error naming it.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read prompts file {}", path.display()))?;
+    let prompts: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    if prompts.is_empty() {
+        bail!("prompts file {} has no prompts", path.display());
+    }
+    Ok(prompts)
+}

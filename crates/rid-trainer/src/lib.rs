@@ -1,0 +1,13 @@
+//! Reward Incremental Learning trainers: the adapted baseline (gradient through the last DDIM
+//! step) and RID (plus an EMA teacher and last-step distillation) over sequences of reward tasks,
+//! with a TOML config, checkpoints that survive a kill, and a metrics log.
+
+pub mod adamw;
+pub mod checkpoint;
+pub mod config;
+pub mod rewards;
+pub mod runner;
+pub mod step;
+
+pub use config::TrainConfig;
+pub use runner::{RunSummary, train, train_with};
