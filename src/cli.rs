@@ -124,7 +124,11 @@ pub fn run(args: Vec<String>) -> Result<()> {
             crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())
         }
         Some("-h" | "--help" | "help") | None => {
-            println!("{USAGE}\n\n{}\n\n{}", crate::score::USAGE, crate::train::USAGE);
+            println!(
+                "{USAGE}\n\n{}\n\n{}",
+                crate::score::USAGE,
+                crate::train::USAGE
+            );
             Ok(())
         }
         Some(other) => bail!("unknown command {other}\n{USAGE}"),

@@ -18,7 +18,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "--config" => config = Some(PathBuf::from(it.next().context("--config needs a value")?)),
+            "--config" => {
+                config = Some(PathBuf::from(it.next().context("--config needs a value")?))
+            }
             "--resume" => resume = true,
             "--check" => check = true,
             other => bail!("unknown option {other}\n{USAGE}"),
@@ -27,12 +29,24 @@ pub fn run(args: &[String]) -> Result<()> {
     let path = config.with_context(|| format!("--config is required\n{USAGE}"))?;
     let config = TrainConfig::from_file(&path)?;
     if check {
-        println!("{}: valid ({} tasks, method {:?})", path.display(), config.tasks.len(), config.method.kind);
+        println!(
+            "{}: valid ({} tasks, method {:?})",
+            path.display(),
+            config.tasks.len(),
+            config.method.kind
+        );
         return Ok(());
     }
     let run_dir = match config.model.backend.as_str() {
         "cuda" => train_cuda(&config, resume)?,
-        _ => rid_trainer::train::<sd_model::backend::CpuAutodiff>(&config, resume, &Default::default())?.run_dir,
+        _ => {
+            rid_trainer::train::<sd_model::backend::CpuAutodiff>(
+                &config,
+                resume,
+                &Default::default(),
+            )?
+            .run_dir
+        }
     };
     println!("run finished: {}", run_dir.display());
     Ok(())
@@ -40,10 +54,15 @@ pub fn run(args: &[String]) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn train_cuda(config: &TrainConfig, resume: bool) -> Result<PathBuf> {
-    Ok(rid_trainer::train::<sd_model::backend::CudaAutodiff>(config, resume, &Default::default())?.run_dir)
+    Ok(
+        rid_trainer::train::<sd_model::backend::CudaAutodiff>(config, resume, &Default::default())?
+            .run_dir,
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
 fn train_cuda(_: &TrainConfig, _: bool) -> Result<PathBuf> {
-    bail!("this ril was built without CUDA: rebuild with `--features cuda`, or set model.backend = \"cpu\"")
+    bail!(
+        "this ril was built without CUDA: rebuild with `--features cuda`, or set model.backend = \"cpu\""
+    )
 }

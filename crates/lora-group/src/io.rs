@@ -56,6 +56,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
+/// Serialises f32 tensors as safetensors with a deterministic header (tensors and metadata in
+/// key order; the `safetensors` crate writes metadata in hash order, so equal contents could give
+/// different bytes) and writes the file atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta: serde_json::Map<String, Value> = metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        header.insert("__metadata__".into(), Value::Object(meta));
+    }
+    let mut offset = 0usize;
+    for (name, (shape, values)) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            bail!(
+                "tensor {name}: shape {shape:?} does not hold {} values",
+                values.len()
+            );
+        }
+        let end = offset + 4 * values.len();
+        header.insert(
+            name.clone(),
+            json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    // serde_json's Map is ordered by key (no `preserve_order`), so the header is deterministic.
+    let mut text = Value::Object(header).to_string().into_bytes();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + text.len() + offset);
+    bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&text);
+    for (_, values) in tensors.values() {
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
 /// Saves the pairs of `task` as a peft/diffusers LoRA file with keys under `prefix` (`unet` for
 /// diffusers pipelines).
 pub fn export_task<B: Backend, M: LoraModel<B>>(
@@ -64,7 +111,7 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
     prefix: &str,
     path: &Path,
 ) -> Result<LoraFileInfo> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
     let mut ranks = Vec::new();
     let mut alphas = Vec::new();
     let mut targets = std::collections::BTreeSet::new();
@@ -77,8 +124,10 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
                     .convert::<f32>()
                     .into_vec()
                     .unwrap_or_default();
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                tensors.push((format!("{prefix}.{layer_path}.{name}.weight"), dims, bytes));
+                tensors.insert(
+                    format!("{prefix}.{layer_path}.{name}.weight"),
+                    (dims, values),
+                );
             }
             ranks.push(pair.rank());
             alphas.push(pair.alpha);
@@ -118,24 +167,14 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
     for (k, v) in fields {
         config.insert(format!("{prefix}.{k}"), v);
     }
-    let mut metadata = HashMap::new();
+    let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     metadata.insert(
         "lora_adapter_metadata".to_string(),
         Value::Object(config).to_string(),
     );
     metadata.insert("ril_task".to_string(), task.to_string());
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(k, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .expect("shape and byte length agree");
-            (k.clone(), view)
-        })
-        .collect();
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).context("cannot serialise the LoRA file")?;
-    write_atomic(path, &bytes)?;
+    write_safetensors(path, &tensors, &metadata)?;
     Ok(LoraFileInfo {
         layers: ranks.len(),
         rank,

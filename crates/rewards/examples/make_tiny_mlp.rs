@@ -8,7 +8,13 @@ use std::collections::HashMap;
 use sd_model::noise::NoiseRng;
 
 fn main() -> anyhow::Result<()> {
-    let layers = [(0, 768, 1024), (2, 1024, 128), (4, 128, 64), (6, 64, 16), (7, 16, 1)];
+    let layers = [
+        (0, 768, 1024),
+        (2, 1024, 128),
+        (4, 128, 64),
+        (6, 64, 16),
+        (7, 16, 1),
+    ];
     let mut rng = NoiseRng::new(20261126);
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (i, d_in, d_out) in layers {
@@ -22,16 +28,31 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect()
         };
-        tensors.push((format!("layers.{i}.weight"), vec![d_out, d_in], draw(d_out * d_in)));
+        tensors.push((
+            format!("layers.{i}.weight"),
+            vec![d_out, d_in],
+            draw(d_out * d_in),
+        ));
         tensors.push((format!("layers.{i}.bias"), vec![d_out], draw(d_out)));
     }
     let views: Vec<_> = tensors
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     let mut meta = HashMap::new();
-    meta.insert("note".to_string(), "seeded random weights with the LAION aesthetic MLP's shapes; not a trained model".to_string());
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/aesthetic-mlp-random.safetensors");
+    meta.insert(
+        "note".to_string(),
+        "seeded random weights with the LAION aesthetic MLP's shapes; not a trained model"
+            .to_string(),
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/tiny/aesthetic-mlp-random.safetensors");
     safetensors::serialize_to_file(views, Some(meta), &path)?;
     println!("wrote {}", path.display());
     Ok(())

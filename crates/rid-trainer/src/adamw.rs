@@ -32,7 +32,12 @@ impl<B: Backend> Default for AdamW<B> {
 
 impl<B: Backend> AdamW<B> {
     /// One update of every `(name, param, grad)`; returns the new parameters in order.
-    pub fn update(&mut self, params: Vec<(String, Tensor<B, 2>, Tensor<B, 2>)>, lr: f64, weight_decay: f64) -> Vec<Tensor<B, 2>> {
+    pub fn update(
+        &mut self,
+        params: Vec<(String, Tensor<B, 2>, Tensor<B, 2>)>,
+        lr: f64,
+        weight_decay: f64,
+    ) -> Vec<Tensor<B, 2>> {
         self.step += 1;
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
@@ -96,7 +101,11 @@ mod tests {
         let device = Default::default();
         let mut opt = AdamW::<B>::default();
         let t = |v: [f32; 2]| Tensor::<B, 2>::from_floats([v], &device);
-        let p = opt.update(vec![("p".into(), t([1.0, -2.0]), t([0.5, 0.25]))], 0.1, 0.01);
+        let p = opt.update(
+            vec![("p".into(), t([1.0, -2.0]), t([0.5, 0.25]))],
+            0.1,
+            0.01,
+        );
         let p1: Vec<f32> = p[0].clone().into_data().into_vec().unwrap();
         // Step 1: m̂ = g, v̂ = g², update = lr · g / (|g| + eps) = ±0.1; decay 1 − 0.001.
         assert!((p1[0] - (1.0 * 0.999 - 0.1)).abs() < 1e-6, "{p1:?}");
@@ -107,13 +116,19 @@ mod tests {
         // = 0.00124975; m̂ = −0.055/0.19; v̂ = 0.00124975/0.001999.
         let (m_hat, v_hat) = (-0.055f64 / 0.19, 0.00124975f64 / 0.001999);
         let expected = p1[0] as f64 * 0.999 - 0.1 * m_hat / (v_hat.sqrt() + 1e-8);
-        assert!((p2[0] as f64 - expected).abs() < 1e-6, "{p2:?} vs {expected}");
+        assert!(
+            (p2[0] as f64 - expected).abs() < 1e-6,
+            "{p2:?} vs {expected}"
+        );
     }
 
     #[test]
     fn clipping_scales_to_the_max_norm() {
         let device = Default::default();
-        let mut g = vec![Tensor::<B, 2>::from_floats([[3.0, 0.0]], &device), Tensor::<B, 2>::from_floats([[0.0, 4.0]], &device)];
+        let mut g = vec![
+            Tensor::<B, 2>::from_floats([[3.0, 0.0]], &device),
+            Tensor::<B, 2>::from_floats([[0.0, 4.0]], &device),
+        ];
         let norm = clip_global_norm(&mut g, 1.0);
         assert!((norm - 5.0).abs() < 1e-6);
         assert!((global_norm(&g) - 1.0).abs() < 1e-5);

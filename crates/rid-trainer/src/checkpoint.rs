@@ -2,12 +2,12 @@
 //! student's and the EMA teacher's pairs of the task, AdamW's moments and the counters, so a run
 //! killed at any point resumes from the last file bit for bit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 /// The counters saved with a checkpoint.
@@ -32,28 +32,36 @@ pub struct Checkpoint<B: Backend> {
 }
 
 /// Writes `tensors` and `state` to `path` atomically.
-pub fn save<B: Backend>(path: &Path, state: &CheckpointState, tensors: &BTreeMap<String, Tensor<B, 2>>) -> Result<()> {
-    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in tensors {
-        let dims = t.dims().to_vec();
-        let values: Vec<f32> = t.clone().into_data().convert::<f32>().into_vec().expect("f32");
-        raw.push((name.clone(), dims, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
-    }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
+pub fn save<B: Backend>(
+    path: &Path,
+    state: &CheckpointState,
+    tensors: &BTreeMap<String, Tensor<B, 2>>,
+) -> Result<()> {
+    let raw: BTreeMap<String, (Vec<usize>, Vec<f32>)> = tensors
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).expect("consistent")))
+        .map(|(name, t)| {
+            let values: Vec<f32> = t
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("f32");
+            (name.clone(), (t.dims().to_vec(), values))
+        })
         .collect();
-    let mut meta = HashMap::new();
+    let mut meta = BTreeMap::new();
     meta.insert("state".to_string(), serde_json::to_string(state)?);
-    let bytes = safetensors::serialize(views, Some(meta)).context("cannot serialise the checkpoint")?;
-    lora_group::io::write_atomic(path, &bytes)
+    lora_group::io::write_safetensors(path, &raw, &meta)
 }
 
 /// Reads a checkpoint written by [`save`].
 pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<Checkpoint<B>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("checkpoint {} is corrupt: {e}", path.display()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("checkpoint {} is corrupt: {e}", path.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let state: CheckpointState = meta
         .metadata()
         .as_ref()

@@ -202,11 +202,15 @@ fn default_ckpt() -> usize {
 impl TrainConfig {
     /// Reads and validates a TOML file; relative paths are resolved against the file's folder.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
-        config.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
@@ -220,9 +224,14 @@ impl TrainConfig {
         fix(&mut self.prompts.eval);
         fix(&mut self.output);
         let r = &mut self.rewards;
-        for p in [&mut r.aesthetic_mlp, &mut r.hps_weights, &mut r.hps_model_config, &mut r.hps_tokenizer]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut r.aesthetic_mlp,
+            &mut r.hps_weights,
+            &mut r.hps_model_config,
+            &mut r.hps_tokenizer,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }
@@ -240,14 +249,20 @@ impl TrainConfig {
     /// Range checks with messages naming the field.
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.model.backend.as_str(), "cpu" | "cuda") {
-            bail!("model.backend must be \"cpu\" or \"cuda\", got {:?}", self.model.backend);
+            bail!(
+                "model.backend must be \"cpu\" or \"cuda\", got {:?}",
+                self.model.backend
+            );
         }
         let m = &self.method;
         if !(m.lambda.is_finite() && m.lambda >= 0.0) {
             bail!("method.lambda must be ≥ 0, got {}", m.lambda);
         }
         if !(0.0..1.0).contains(&m.ema_momentum) {
-            bail!("method.ema_momentum must be in [0, 1), got {}", m.ema_momentum);
+            bail!(
+                "method.ema_momentum must be in [0, 1), got {}",
+                m.ema_momentum
+            );
         }
         let s = &self.sampling;
         if s.steps < 2 || s.steps > 1000 {
@@ -259,22 +274,40 @@ impl TrainConfig {
         if !(s.eta.is_finite() && (0.0..=1.0).contains(&s.eta)) {
             bail!("sampling.eta must be in [0, 1], got {}", s.eta);
         }
-        if s.height == 0 || s.width == 0 || !s.height.is_multiple_of(8) || !s.width.is_multiple_of(8) {
-            bail!("sampling.height and width must be positive multiples of 8, got {}x{}", s.height, s.width);
+        if s.height == 0
+            || s.width == 0
+            || !s.height.is_multiple_of(8)
+            || !s.width.is_multiple_of(8)
+        {
+            bail!(
+                "sampling.height and width must be positive multiples of 8, got {}x{}",
+                s.height,
+                s.width
+            );
         }
         if self.tasks.is_empty() {
             bail!("tasks is empty: give at least one [[tasks]]");
         }
         for (i, t) in self.tasks.iter().enumerate() {
             let f = |field: &str| format!("tasks[{i}] ({}).{field}", t.name);
-            if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
                 bail!("{} must be non-empty letters, digits, - or _", f("name"));
             }
             if t.epochs == 0 || t.steps_per_epoch == 0 {
                 bail!("{} and steps_per_epoch must be ≥ 1", f("epochs"));
             }
-            if t.batch_size == 0 || t.grad_accum == 0 || !t.batch_size.is_multiple_of(t.grad_accum) {
-                bail!("{} must be a positive multiple of grad_accum ({})", f("batch_size"), t.grad_accum);
+            if t.batch_size == 0 || t.grad_accum == 0 || !t.batch_size.is_multiple_of(t.grad_accum)
+            {
+                bail!(
+                    "{} must be a positive multiple of grad_accum ({})",
+                    f("batch_size"),
+                    t.grad_accum
+                );
             }
             if !(t.lr.is_finite() && t.lr > 0.0 && t.lr < 1.0) {
                 bail!("{} must be in (0, 1), got {}", f("lr"), t.lr);
@@ -295,7 +328,10 @@ impl TrainConfig {
                 bail!("{} needs rewards.aesthetic_mlp", f("reward"));
             }
             if needs_h && (r.hps_weights.is_none() || r.hps_tokenizer.is_none()) {
-                bail!("{} needs rewards.hps_weights and rewards.hps_tokenizer", f("reward"));
+                bail!(
+                    "{} needs rewards.hps_weights and rewards.hps_tokenizer",
+                    f("reward")
+                );
             }
         }
         if let Some(q) = self.rewards.compress_quality
@@ -324,8 +360,13 @@ impl TrainConfig {
 
 /// Non-blank lines of a prompts file; an empty file is an error naming it.
 pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read prompts file {}", path.display()))?;
-    let prompts: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read prompts file {}", path.display()))?;
+    let prompts: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
     if prompts.is_empty() {
         bail!("prompts file {} has no prompts", path.display());
     }

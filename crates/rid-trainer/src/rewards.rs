@@ -35,12 +35,22 @@ impl<B: Backend> Reward<B> for Weighted<B> {
 }
 
 /// The reward of a task.
-pub fn build_reward<B: Backend>(kind: RewardKind, c: &RewardsConfig, device: &B::Device) -> Result<Box<dyn Reward<B>>> {
+pub fn build_reward<B: Backend>(
+    kind: RewardKind,
+    c: &RewardsConfig,
+    device: &B::Device,
+) -> Result<Box<dyn Reward<B>>> {
     Ok(match kind {
         RewardKind::Aesthetic => {
-            let clip = c.aesthetic_clip.clone().unwrap_or_else(|| "openai/clip-vit-large-patch14".into());
+            let clip = c
+                .aesthetic_clip
+                .clone()
+                .unwrap_or_else(|| "openai/clip-vit-large-patch14".into());
             let clip = sd_model::hub::resolve_repo(&clip, &["config.json", "model.safetensors"])?;
-            let mlp = c.aesthetic_mlp.as_ref().context("rewards.aesthetic_mlp is not set")?;
+            let mlp = c
+                .aesthetic_mlp
+                .as_ref()
+                .context("rewards.aesthetic_mlp is not set")?;
             Box::new(Aesthetic::load(&clip, mlp, device)?)
         }
         RewardKind::Hps => {
@@ -48,8 +58,14 @@ pub fn build_reward<B: Backend>(kind: RewardKind, c: &RewardsConfig, device: &B:
                 Some(p) => OpenClipConfig::from_file(p)?,
                 None => OpenClipConfig::vit_h14(),
             };
-            let w = c.hps_weights.as_ref().context("rewards.hps_weights is not set")?;
-            let t = c.hps_tokenizer.as_ref().context("rewards.hps_tokenizer is not set")?;
+            let w = c
+                .hps_weights
+                .as_ref()
+                .context("rewards.hps_weights is not set")?;
+            let t = c
+                .hps_tokenizer
+                .as_ref()
+                .context("rewards.hps_tokenizer is not set")?;
             Box::new(Hps::load(&config, w, t, device)?)
         }
         RewardKind::Compress => Box::new(Compressibility::new(c.compress_quality.unwrap_or(80.0))?),

@@ -52,7 +52,8 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
     let hash = config.hash();
     if marker.is_file() {
         let text = std::fs::read_to_string(&marker)?;
-        let previous: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is corrupt", marker.display()))?;
+        let previous: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt", marker.display()))?;
         let old = previous["hash"].as_str().unwrap_or("");
         if old != hash {
             bail!(
@@ -61,12 +62,18 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
             );
         }
         if !resume {
-            bail!("{} already holds this configuration's run; pass --resume to continue it", dir.display());
+            bail!(
+                "{} already holds this configuration's run; pass --resume to continue it",
+                dir.display()
+            );
         }
         return Ok(());
     }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("output folder {} is not empty and holds no ril run", dir.display());
+        bail!(
+            "output folder {} is not empty and holds no ril run",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::json!({ "hash": hash, "config": config });
@@ -74,7 +81,10 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
 }
 
 /// The current task's pairs of a model as named tensors (`{layer}.lora_A` / `.lora_B`).
-fn task_pairs<Bk: Backend, M: LoraModel<Bk>>(model: &M, task: usize) -> BTreeMap<String, Tensor<Bk, 2>> {
+fn task_pairs<Bk: Backend, M: LoraModel<Bk>>(
+    model: &M,
+    task: usize,
+) -> BTreeMap<String, Tensor<Bk, 2>> {
     let mut out = BTreeMap::new();
     model.visit_lora(&mut |path, layer| {
         for p in layer.lora.iter().filter(|p| p.task == task) {
@@ -113,8 +123,14 @@ fn set_task_pairs<Bk: Backend, V: Backend, M: LoraModel<Bk>>(
 }
 
 /// Trains the configured task sequence; with `resume`, continues the run in `config.output`.
-pub fn train<B: AutodiffBackend>(config: &TrainConfig, resume: bool, device: &B::Device) -> Result<RunSummary<B::InnerBackend>> {
-    train_with(config, resume, device, &|kind| build_reward::<B>(kind, &config.rewards, device))
+pub fn train<B: AutodiffBackend>(
+    config: &TrainConfig,
+    resume: bool,
+    device: &B::Device,
+) -> Result<RunSummary<B::InnerBackend>> {
+    train_with(config, resume, device, &|kind| {
+        build_reward::<B>(kind, &config.rewards, device)
+    })
 }
 
 /// As [`train`], with the rewards built by `make_reward` (tests use it to inject rewards).
@@ -143,9 +159,15 @@ pub fn train_with<B: AutodiffBackend>(
     let latent = [4, s.height / 8, s.width / 8];
     let mut embeddings: HashMap<usize, Tensor<B::InnerBackend, 3>> = HashMap::new();
     let encode = |text: &str| -> Result<Tensor<B::InnerBackend, 3>> {
-        let ids: Vec<i64> = sd.tokenizer.encode(text)?.into_iter().map(i64::from).collect();
+        let ids: Vec<i64> = sd
+            .tokenizer
+            .encode(text)?
+            .into_iter()
+            .map(i64::from)
+            .collect();
         let n = ids.len();
-        let ids = Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
+        let ids =
+            Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
         Ok(text_encoder.forward(ids).last_hidden_state)
     };
     let uncond = encode("")?;
@@ -167,25 +189,43 @@ pub fn train_with<B: AutodiffBackend>(
         {
             let info = import_task(&mut unet, &dir.join("lora.safetensors"), "unet")?;
             if info.task != k {
-                bail!("{}: task index {} in the model, expected {k}", dir.display(), info.task);
+                bail!(
+                    "{}: task index {} in the model, expected {k}",
+                    dir.display(),
+                    info.task
+                );
             }
             unet = unet.no_grad();
-            eprintln!("task {k} ({}) already done: loaded {}", task.name, dir.join("lora.safetensors").display());
+            eprintln!(
+                "task {k} ({}) already done: loaded {}",
+                task.name,
+                dir.join("lora.safetensors").display()
+            );
             final_rewards.push(f64::NAN);
             continue;
         }
         // A new pair on every targeted layer, lora_A from the run's own generator (so that a
         // resumed run initialises later tasks exactly as an uninterrupted one).
-        let (task_index, _) = push_task(&mut unet, &Targets::default(), task.lora_rank, task.lora_alpha)?;
+        let (task_index, _) = push_task(
+            &mut unet,
+            &Targets::default(),
+            task.lora_rank,
+            task.lora_alpha,
+        )?;
         debug_assert_eq!(task_index, k);
         let mut rng = NoiseRng::derive(config.seed, &[STREAM_LORA, k as u64]);
         unet.visit_lora_mut(&mut |_, layer| {
             for p in layer.lora.iter_mut().filter(|p| p.task == k) {
                 let [r, d_in] = p.lora_A.val().dims();
                 let bound = 1.0 / (d_in as f64).sqrt();
-                let values: Vec<f32> = (0..r * d_in).map(|_| ((2.0 * rng.uniform_open0() - 1.0) * bound) as f32).collect();
+                let values: Vec<f32> = (0..r * d_in)
+                    .map(|_| ((2.0 * rng.uniform_open0() - 1.0) * bound) as f32)
+                    .collect();
                 let device = p.lora_A.val().device();
-                p.lora_A = Param::initialized(p.lora_A.id, Tensor::from_data(TensorData::new(values, [r, d_in]), &device).require_grad());
+                p.lora_A = Param::initialized(
+                    p.lora_A.id,
+                    Tensor::from_data(TensorData::new(values, [r, d_in]), &device).require_grad(),
+                );
             }
         });
         let mut teacher: UNet2DConditionModel<B::InnerBackend> = unet.valid();
@@ -198,7 +238,9 @@ pub fn train_with<B: AutodiffBackend>(
                     .filter_map(|(n, t)| n.strip_prefix(prefix).map(|r| (r.to_string(), t.clone())))
                     .collect()
             };
-            set_task_pairs(&mut unet, k, &split("student."), |t| Tensor::from_inner(t).require_grad())?;
+            set_task_pairs(&mut unet, k, &split("student."), |t| {
+                Tensor::from_inner(t).require_grad()
+            })?;
             set_task_pairs(&mut teacher, k, &split("teacher."), |t| t)?;
             adam.m = split("m.");
             adam.v = split("v.");
@@ -218,11 +260,21 @@ pub fn train_with<B: AutodiffBackend>(
             )
             .expect("template"),
         );
-        bar.set_prefix(format!("task {}/{} {}", k + 1, config.tasks.len(), task.name));
+        bar.set_prefix(format!(
+            "task {}/{} {}",
+            k + 1,
+            config.tasks.len(),
+            task.name
+        ));
         bar.set_position(start as u64);
         let micro = task.batch_size / task.grad_accum;
         let mut last_mean = f64::NAN;
-        let save_ckpt = |unet: &UNet2DConditionModel<B>, teacher: &UNet2DConditionModel<B::InnerBackend>, adam: &AdamW<B::InnerBackend>, step: usize, done: bool| -> Result<()> {
+        let save_ckpt = |unet: &UNet2DConditionModel<B>,
+                         teacher: &UNet2DConditionModel<B::InnerBackend>,
+                         adam: &AdamW<B::InnerBackend>,
+                         step: usize,
+                         done: bool|
+         -> Result<()> {
             let mut tensors = BTreeMap::new();
             for (n, t) in task_pairs(unet, k) {
                 tensors.insert(format!("student.{n}"), t.inner());
@@ -253,8 +305,11 @@ pub fn train_with<B: AutodiffBackend>(
             let mut loss_sum = 0.0;
             for m in 0..task.grad_accum {
                 let ids = [k as u64, step as u64, m as u64];
-                let mut prng = NoiseRng::derive(config.seed, &[STREAM_PROMPTS, ids[0], ids[1], ids[2]]);
-                let chosen: Vec<usize> = (0..micro).map(|_| (prng.next_u64() % prompts.len() as u64) as usize).collect();
+                let mut prng =
+                    NoiseRng::derive(config.seed, &[STREAM_PROMPTS, ids[0], ids[1], ids[2]]);
+                let chosen: Vec<usize> = (0..micro)
+                    .map(|_| (prng.next_u64() % prompts.len() as u64) as usize)
+                    .collect();
                 let mut conds = Vec::with_capacity(micro);
                 for &i in &chosen {
                     if !embeddings.contains_key(&i) {
@@ -269,8 +324,10 @@ pub fn train_with<B: AutodiffBackend>(
                 } else {
                     cond
                 };
-                let mut nrng = NoiseRng::derive(config.seed, &[STREAM_NOISE, ids[0], ids[1], ids[2]]);
-                let z_n = nrng.tensor::<B::InnerBackend, 4>([micro, latent[0], latent[1], latent[2]], device);
+                let mut nrng =
+                    NoiseRng::derive(config.seed, &[STREAM_NOISE, ids[0], ids[1], ids[2]]);
+                let z_n = nrng
+                    .tensor::<B::InnerBackend, 4>([micro, latent[0], latent[1], latent[2]], device);
                 let texts: Vec<String> = chosen.iter().map(|&i| prompts[i].clone()).collect();
                 let use_teacher = config.method.kind == Method::Rid;
                 let out = step_loss(
@@ -283,53 +340,81 @@ pub fn train_with<B: AutodiffBackend>(
                         context,
                         z_n,
                         prompts: &texts,
-                        noise_seed: NoiseRng::derive(config.seed, &[STREAM_ETA, ids[0], ids[1], ids[2]]).next_u64(),
+                        noise_seed: NoiseRng::derive(
+                            config.seed,
+                            &[STREAM_ETA, ids[0], ids[1], ids[2]],
+                        )
+                        .next_u64(),
                     },
                     params,
                 )
                 .with_context(|| format!("task {k} ({}), step {step}", task.name))?;
                 let loss_value = out.loss.clone().inner().into_scalar().elem::<f64>();
                 if !loss_value.is_finite() {
-                    bail!("task {k} ({}), step {step}: the loss is {loss_value}", task.name);
+                    bail!(
+                        "task {k} ({}), step {step}: the loss is {loss_value}",
+                        task.name
+                    );
                 }
                 loss_sum += loss_value;
                 distill += out.distill;
                 all_rewards.extend(out.rewards);
                 let g = out.loss.backward();
                 for (name, p) in task_pairs(&unet, k) {
-                    let gp = p.grad(&g).with_context(|| format!("no gradient for {name}"))?;
+                    let gp = p
+                        .grad(&g)
+                        .with_context(|| format!("no gradient for {name}"))?;
                     let e = grads.remove(&name);
-                    grads.insert(name, match e {
-                        Some(acc) => acc + gp,
-                        None => gp,
-                    });
+                    grads.insert(
+                        name,
+                        match e {
+                            Some(acc) => acc + gp,
+                            None => gp,
+                        },
+                    );
                 }
             }
             let scale = 1.0 / task.grad_accum as f64;
             let names: Vec<String> = grads.keys().cloned().collect();
-            let mut gs: Vec<Tensor<B::InnerBackend, 2>> = names.iter().map(|n| grads[n].clone() * scale).collect();
+            let mut gs: Vec<Tensor<B::InnerBackend, 2>> =
+                names.iter().map(|n| grads[n].clone() * scale).collect();
             let grad_norm = clip_global_norm(&mut gs, task.grad_clip);
             if !grad_norm.is_finite() {
-                bail!("task {k} ({}), step {step}: the gradient norm is {grad_norm}", task.name);
+                bail!(
+                    "task {k} ({}), step {step}: the gradient norm is {grad_norm}",
+                    task.name
+                );
             }
             let current = task_pairs(&unet, k);
-            let updates: Vec<(String, Tensor<B::InnerBackend, 2>, Tensor<B::InnerBackend, 2>)> = names
+            let updates: Vec<(
+                String,
+                Tensor<B::InnerBackend, 2>,
+                Tensor<B::InnerBackend, 2>,
+            )> = names
                 .iter()
                 .zip(gs)
                 .map(|(n, g)| (n.clone(), current[n].clone().inner(), g))
                 .collect();
             let new = adam.update(updates, task.lr, task.weight_decay);
-            let new: BTreeMap<String, Tensor<B::InnerBackend, 2>> = names.iter().cloned().zip(new).collect();
+            let new: BTreeMap<String, Tensor<B::InnerBackend, 2>> =
+                names.iter().cloned().zip(new).collect();
             set_task_pairs(&mut unet, k, &new, |t| Tensor::from_inner(t).require_grad())?;
             // EMA teacher: θ' ← a θ' + (1 − a) θ for this task's pair.
             let a = config.method.ema_momentum;
             let old = task_pairs(&teacher, k);
-            let ema: BTreeMap<String, Tensor<B::InnerBackend, 2>> =
-                old.into_iter().map(|(n, t)| (n.clone(), t * a + new[&n].clone() * (1.0 - a))).collect();
+            let ema: BTreeMap<String, Tensor<B::InnerBackend, 2>> = old
+                .into_iter()
+                .map(|(n, t)| (n.clone(), t * a + new[&n].clone() * (1.0 - a)))
+                .collect();
             set_task_pairs(&mut teacher, k, &ema, |t| t)?;
             let n = all_rewards.len() as f64;
             let mean = all_rewards.iter().map(|&r| r as f64).sum::<f64>() / n;
-            let std = (all_rewards.iter().map(|&r| (r as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let std = (all_rewards
+                .iter()
+                .map(|&r| (r as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n)
+                .sqrt();
             last_mean = mean;
             let line = serde_json::json!({
                 "task": k, "task_name": task.name, "epoch": step / task.steps_per_epoch, "step": step,
@@ -376,7 +461,10 @@ fn truncate_log(path: &Path, task: usize, step: usize) -> Result<()> {
         .lines()
         .filter(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            let (t, s) = (v["task"].as_u64().unwrap_or(0) as usize, v["step"].as_u64().unwrap_or(0) as usize);
+            let (t, s) = (
+                v["task"].as_u64().unwrap_or(0) as usize,
+                v["step"].as_u64().unwrap_or(0) as usize,
+            );
             t < task || (t == task && s < step)
         })
         .collect();

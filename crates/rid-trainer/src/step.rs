@@ -13,7 +13,13 @@ use sd_model::{AutoencoderKL, DdimScheduler, UNet2DConditionModel};
 
 /// Guided noise prediction: `uncond + g (cond − uncond)` with the batch doubled, or the plain
 /// conditional prediction when `g ≤ 1` (then `context` holds only the prompts' embeddings).
-pub fn guided_eps<Bk: Backend>(unet: &UNet2DConditionModel<Bk>, x: Tensor<Bk, 4>, t: usize, context: &Tensor<Bk, 3>, g: f64) -> Tensor<Bk, 4> {
+pub fn guided_eps<Bk: Backend>(
+    unet: &UNet2DConditionModel<Bk>,
+    x: Tensor<Bk, 4>,
+    t: usize,
+    context: &Tensor<Bk, 3>,
+    g: f64,
+) -> Tensor<Bk, 4> {
     let b = x.dims()[0];
     let device = x.device();
     if g <= 1.0 {
@@ -98,10 +104,22 @@ pub fn step_loss<B: AutodiffBackend>(
     let last_noise = (p.eta > 0.0).then(|| rng.tensor::<B::InnerBackend, 4>(shape, &device));
     let ctx = Tensor::<B, 3>::from_inner(inputs.context.clone());
     let eps = guided_eps(student, Tensor::from_inner(z1.clone()), t, &ctx, p.guidance);
-    let (z0s, _) = scheduler.step(eps, t, Tensor::from_inner(z1.clone()), p.eta, last_noise.clone().map(Tensor::from_inner));
+    let (z0s, _) = scheduler.step(
+        eps,
+        t,
+        Tensor::from_inner(z1.clone()),
+        p.eta,
+        last_noise.clone().map(Tensor::from_inner),
+    );
     let image = vae.decode_latents(z0s.clone());
     let r = reward.score(image, inputs.prompts)?;
-    let rewards: Vec<f32> = r.clone().inner().into_data().convert::<f32>().into_vec().expect("f32");
+    let rewards: Vec<f32> = r
+        .clone()
+        .inner()
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("f32");
     let mut loss = r.mean().neg();
     let mut distill = 0.0;
     if let Some(teacher) = teacher {
@@ -118,5 +136,9 @@ pub fn step_loss<B: AutodiffBackend>(
     if !distill.is_finite() {
         bail!("non-finite distillation term {distill}");
     }
-    Ok(StepOutput { loss, rewards, distill })
+    Ok(StepOutput {
+        loss,
+        rewards,
+        distill,
+    })
 }

@@ -1,0 +1,408 @@
+//! The trainer on the tiny pipeline: the config's checks, RID's distillation gradient against
+//! finite differences, RID with λ = 0 equals the baseline, only the newest pair moves during a
+//! run, a compressibility run raises the compressibility reward, and guard rails.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module, Param};
+use burn::prelude::*;
+use lora_group::{LoraModel, Targets, export_task, push_task};
+use rewards::Reward;
+use rid_trainer::config::{Method, RewardKind};
+use rid_trainer::step::{StepInputs, StepParams, step_loss};
+use rid_trainer::{TrainConfig, train, train_with};
+use sd_model::noise::NoiseRng;
+use sd_model::{DdimConfig, DdimScheduler, StableDiffusion};
+
+type AD = sd_model::backend::CpuAutodiff;
+type B = sd_model::backend::Cpu;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ril-trainer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// configs/tiny/rid-ahc.toml with its output in a fresh scratch folder.
+fn tiny(name: &str) -> TrainConfig {
+    let mut c = TrainConfig::from_file(&root().join("configs/tiny/rid-ahc.toml")).unwrap();
+    c.output = scratch(name);
+    c
+}
+
+#[test]
+fn configs_reject_unknown_keys_and_bad_values_by_name() {
+    for p in [
+        "configs/paper/rid.toml",
+        "configs/paper/baseline.toml",
+        "configs/tiny/baseline-ahc.toml",
+    ] {
+        TrainConfig::from_file(&root().join(p)).unwrap_or_else(|e| panic!("{p}: {e:#}"));
+    }
+    let text = std::fs::read_to_string(root().join("configs/tiny/rid-ahc.toml")).unwrap();
+    let dir = scratch("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |edit: &dyn Fn(&str) -> String, needle: &str| {
+        let path = dir.join("c.toml");
+        std::fs::write(&path, edit(&text)).unwrap();
+        let err = format!("{:#}", TrainConfig::from_file(&path).unwrap_err());
+        assert!(
+            err.contains(needle) && err.contains("c.toml"),
+            "expected {needle:?} in {err}"
+        );
+    };
+    check(
+        &|t| t.replace("lambda = 0.1", "lambda = 0.1\nlamda = 1"),
+        "unknown field `lamda`",
+    );
+    check(
+        &|t| t.replace("lr = 1e-3", "lr = 5.0"),
+        "tasks[0] (aesthetic).lr",
+    );
+    check(&|t| t.replace("steps = 4", "steps = 1"), "sampling.steps");
+    check(
+        &|t| t.replace("height = 64", "height = 60"),
+        "multiples of 8",
+    );
+    check(
+        &|t| t.replace("ema_momentum = 0.9", "ema_momentum = 1.0"),
+        "method.ema_momentum",
+    );
+    check(
+        &|t| t.replace("grad_accum = 2", "grad_accum = 3"),
+        "tasks[2] (compress).batch_size",
+    );
+    check(
+        &|t| t.replace("kind = \"rid\"", "kind = \"ridge\""),
+        "unknown variant `ridge`",
+    );
+    check(
+        &|t| t.replace("aesthetic_mlp = \"aesthetic-mlp-random.safetensors\"\n", ""),
+        "needs rewards.aesthetic_mlp",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A reward that scores nothing (0 for every image), to isolate the distillation term.
+struct Zero;
+impl<Bk: Backend> Reward<Bk> for Zero {
+    fn name(&self) -> &str {
+        "zero"
+    }
+    fn score(&self, images: Tensor<Bk, 4>, _: &[String]) -> anyhow::Result<Tensor<Bk, 1>> {
+        let b = images.dims()[0];
+        Ok(images.reshape([b as i32, -1]).mean_dim(1).reshape([b]) * 0.0)
+    }
+}
+
+struct Setup {
+    sd: StableDiffusion<AD>,
+    scheduler: DdimScheduler,
+    context: Tensor<B, 3>,
+    z_n: Tensor<B, 4>,
+}
+
+fn setup() -> Setup {
+    let device = Default::default();
+    let sd = StableDiffusion::<AD>::load(
+        &root().join("crates/sd-model/tests/fixtures/tiny-sd"),
+        &device,
+    )
+    .unwrap();
+    let context = sd
+        .encode_prompts(&["".into(), "a red apple".into()], &device)
+        .unwrap()
+        .inner();
+    Setup {
+        scheduler: DdimScheduler::new(DdimConfig::sd15(), 4).unwrap(),
+        z_n: NoiseRng::new(3).tensor([1, 4, 8, 8], &device),
+        context,
+        sd,
+    }
+}
+
+fn set_b(model: &mut sd_model::UNet2DConditionModel<AD>, task: usize, seed: u64, scale: f64) {
+    let mut rng = NoiseRng::new(seed);
+    model.visit_lora_mut(&mut |_, l| {
+        for p in l.lora.iter_mut().filter(|p| p.task == task) {
+            let [o, r] = p.lora_B.val().dims();
+            let v = rng.tensor::<AD, 2>([o, r], &Default::default()) * scale;
+            p.lora_B = Param::initialized(p.lora_B.id, v.inner().require_grad().into_autodiff());
+        }
+    });
+}
+
+trait IntoAutodiff {
+    fn into_autodiff(self) -> Tensor<AD, 2>;
+}
+impl IntoAutodiff for Tensor<B, 2> {
+    fn into_autodiff(self) -> Tensor<AD, 2> {
+        Tensor::from_inner(self).require_grad()
+    }
+}
+
+fn loss(
+    s: &Setup,
+    student: &sd_model::UNet2DConditionModel<AD>,
+    teacher: Option<&sd_model::UNet2DConditionModel<B>>,
+    reward: &dyn Reward<AD>,
+    lambda: f64,
+) -> rid_trainer::step::StepOutput<AD> {
+    step_loss(
+        student,
+        teacher,
+        &s.sd.vae.clone().no_grad(),
+        reward,
+        &s.scheduler,
+        StepInputs {
+            context: s.context.clone(),
+            z_n: s.z_n.clone(),
+            prompts: &["a red apple".into()],
+            noise_seed: 0,
+        },
+        StepParams {
+            guidance: 7.5,
+            eta: 0.0,
+            lambda,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn distillation_gradient_matches_finite_differences() {
+    let s = setup();
+    let mut student = s.sd.unet.clone().no_grad();
+    push_task(&mut student, &Targets::default(), 4, 4.0).unwrap();
+    let teacher = student.valid();
+    // The student moves away from the teacher, so the MSE and its gradient are not zero.
+    set_b(&mut student, 0, 11, 0.3);
+    let out = loss(&s, &student, Some(&teacher), &Zero, 1.0);
+    let grads = out.loss.backward();
+    // The first adapted layer's lora_B[0, 0].
+    let mut first = None;
+    student.visit_lora(&mut |p, l| {
+        if first.is_none() {
+            first = Some((p.to_string(), l.lora[0].lora_B.val()));
+        }
+    });
+    let (path, b) = first.unwrap();
+    let analytic = b
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .unwrap()[0];
+    // Central difference of the distillation term in f32: h = 1e-2 keeps rounding (~1e-7 / h)
+    // far below the O(h²) truncation of a smooth function; 2 % covers both.
+    let h = 1e-2f32;
+    let value_at = |delta: f32| {
+        let mut m = student.clone();
+        m.visit_lora_mut(&mut |p, l| {
+            if p == path {
+                let v = l.lora[0].lora_B.val().inner();
+                let mut d = v
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .unwrap();
+                d[0] += delta;
+                let t =
+                    Tensor::<B, 2>::from_data(TensorData::new(d, v.dims()), &Default::default());
+                l.lora[0].lora_B = Param::initialized(l.lora[0].lora_B.id, t.into_autodiff());
+            }
+        });
+        loss(&s, &m, Some(&teacher), &Zero, 1.0).distill
+    };
+    let numeric = (value_at(h) - value_at(-h)) / (2.0 * h as f64);
+    assert!(out.distill > 0.0);
+    assert!(
+        (analytic - numeric).abs() <= 0.02 * numeric.abs().max(1e-6),
+        "analytic {analytic} vs finite differences {numeric}"
+    );
+}
+
+#[test]
+fn rid_with_lambda_zero_equals_the_baseline_step() {
+    let s = setup();
+    let mut student = s.sd.unet.clone().no_grad();
+    push_task(&mut student, &Targets::default(), 4, 4.0).unwrap();
+    let teacher = student.valid();
+    set_b(&mut student, 0, 5, 0.3);
+    let reward = rewards::jpeg::Compressibility::default();
+    let rid = loss(&s, &student, Some(&teacher), &reward, 0.0);
+    let base = loss(&s, &student, None, &reward, 0.1);
+    assert_eq!(rid.rewards, base.rewards);
+    let (gr, gb) = (rid.loss.clone().backward(), base.loss.clone().backward());
+    assert_eq!(
+        rid.loss
+            .inner()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap(),
+        base.loss
+            .inner()
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap()
+    );
+    student.visit_lora(&mut |p, l| {
+        for pair in &l.lora {
+            for t in [pair.lora_A.val(), pair.lora_B.val()] {
+                let (a, b) = (t.grad(&gr).unwrap(), t.grad(&gb).unwrap());
+                assert_eq!(
+                    a.into_data().to_vec::<f32>().unwrap(),
+                    b.into_data().to_vec::<f32>().unwrap(),
+                    "{p}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn a_run_moves_only_the_newest_pair_and_exports_every_task() {
+    let mut c = tiny("newest");
+    c.tasks.truncate(2);
+    c.tasks[0].reward = RewardKind::Compress;
+    c.tasks[1].reward = RewardKind::Compress;
+    let summary = train::<AD>(&c, false, &Default::default()).unwrap();
+    // Task 0's pair at the end of the run is the one saved when task 0 finished.
+    let tmp = c.output.join("task0-again.safetensors");
+    export_task(&summary.unet, 0, "unet", &tmp).unwrap();
+    let saved = std::fs::read(c.output.join("task-0-aesthetic/lora.safetensors")).unwrap();
+    assert!(
+        std::fs::read(&tmp).unwrap() == saved,
+        "task 0's pair changed during task 1"
+    );
+    export_task(&summary.unet, 1, "unet", &tmp).unwrap();
+    assert!(
+        std::fs::read(&tmp).unwrap()
+            == std::fs::read(c.output.join("task-1-hps/lora.safetensors")).unwrap()
+    );
+    // The metrics log has one line per step of both tasks.
+    let log = std::fs::read_to_string(c.output.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 8);
+    std::fs::remove_dir_all(&c.output).unwrap();
+}
+
+/// Mean compressibility of the model on fixed noise and prompts.
+fn compress_score(unet: &sd_model::UNet2DConditionModel<B>, sd: &StableDiffusion<B>) -> f64 {
+    let device = Default::default();
+    let prompts: Vec<String> = ["a red apple", "a snowy forest", "a small house", "a dog"]
+        .map(String::from)
+        .to_vec();
+    let ctx = sd
+        .encode_prompts(&[vec![String::new(); 4], prompts.clone()].concat(), &device)
+        .unwrap();
+    let scheduler = DdimScheduler::new(DdimConfig::sd15(), 4).unwrap();
+    let p = StepParams {
+        guidance: 7.5,
+        eta: 0.0,
+        lambda: 0.0,
+    };
+    let mut rng = NoiseRng::new(1);
+    let z = rng.tensor::<B, 4>([4, 4, 8, 8], &device);
+    let z1 = rid_trainer::step::sample_to_last(unet, &scheduler, &ctx, z, p, &mut rng);
+    let t = *scheduler.timesteps.last().unwrap();
+    let eps = rid_trainer::step::guided_eps(unet, z1.clone(), t, &ctx, 7.5);
+    let z0 = scheduler.step(eps, t, z1, 0.0, None).0;
+    let r = rewards::jpeg::Compressibility::default()
+        .score(sd.vae.decode_latents(z0), &prompts)
+        .unwrap();
+    r.mean().into_scalar().elem::<f64>()
+}
+
+#[test]
+fn a_short_compressibility_run_raises_the_compressibility_reward() {
+    let mut c = tiny("compress");
+    c.tasks = vec![c.tasks[2].clone()];
+    c.tasks[0].epochs = 4;
+    c.tasks[0].steps_per_epoch = 4;
+    c.tasks[0].lr = 1e-2;
+    c.tasks[0].grad_clip = 0.0;
+    let summary = train::<AD>(&c, false, &Default::default()).unwrap();
+    let sd = StableDiffusion::<B>::load(
+        &root().join("crates/sd-model/tests/fixtures/tiny-sd"),
+        &Default::default(),
+    )
+    .unwrap();
+    let before = compress_score(&sd.unet, &sd);
+    let after = compress_score(&summary.unet, &sd);
+    eprintln!("compressibility before {before:.6}, after {after:.6}");
+    assert!(
+        after > before,
+        "compressibility did not improve: {before} -> {after}"
+    );
+    std::fs::remove_dir_all(&c.output).unwrap();
+}
+
+/// A compressibility reward that turns NaN from call `nan_from` on.
+struct NanAfter {
+    calls: Cell<usize>,
+    nan_from: usize,
+}
+impl<Bk: Backend> Reward<Bk> for NanAfter {
+    fn name(&self) -> &str {
+        "compress"
+    }
+    fn score(&self, images: Tensor<Bk, 4>, p: &[String]) -> anyhow::Result<Tensor<Bk, 1>> {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        let r = Reward::<Bk>::score(&rewards::jpeg::Compressibility::default(), images, p)?;
+        Ok(if n >= self.nan_from { r * f32::NAN } else { r })
+    }
+}
+
+#[test]
+fn a_non_finite_reward_stops_the_run_naming_task_step_and_term_and_keeps_the_checkpoint() {
+    let mut c = tiny("nan");
+    c.tasks = vec![c.tasks[0].clone()];
+    c.tasks[0].reward = RewardKind::Compress;
+    c.checkpoint_every = 1;
+    let err = train_with::<AD>(&c, false, &Default::default(), &|_| {
+        Ok(Box::new(NanAfter {
+            calls: Cell::new(0),
+            nan_from: 2,
+        }))
+    })
+    .err()
+    .unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("task 0 (aesthetic), step 2") && msg.contains("non-finite reward"),
+        "{msg}"
+    );
+    let ckpt = rid_trainer::checkpoint::load::<B>(
+        &c.output.join("task-0-aesthetic/checkpoint.safetensors"),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!((ckpt.state.step, ckpt.state.done), (2, false));
+    // The folder now holds this run: a fresh start is refused, another config too.
+    let err = format!(
+        "{:#}",
+        train::<AD>(&c, false, &Default::default()).err().unwrap()
+    );
+    assert!(err.contains("pass --resume"), "{err}");
+    let mut other = c.clone();
+    other.seed = 9;
+    let err = format!(
+        "{:#}",
+        train::<AD>(&other, true, &Default::default())
+            .err()
+            .unwrap()
+    );
+    assert!(err.contains("another configuration's run"), "{err}");
+    assert_eq!(c.method.kind, Method::Rid);
+    std::fs::remove_dir_all(&c.output).unwrap();
+}
