@@ -67,6 +67,7 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
                 dir.display()
             );
         }
+        remove_stale_temp_files(dir)?;
         return Ok(());
     }
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
@@ -312,8 +313,8 @@ pub fn train_with<B: AutodiffBackend>(
                     .collect();
                 let mut conds = Vec::with_capacity(micro);
                 for &i in &chosen {
-                    if !embeddings.contains_key(&i) {
-                        embeddings.insert(i, encode(&prompts[i])?);
+                    if let std::collections::hash_map::Entry::Vacant(e) = embeddings.entry(i) {
+                        e.insert(encode(&prompts[i])?);
                     }
                     conds.push(embeddings[&i].clone());
                 }
@@ -386,11 +387,7 @@ pub fn train_with<B: AutodiffBackend>(
                 );
             }
             let current = task_pairs(&unet, k);
-            let updates: Vec<(
-                String,
-                Tensor<B::InnerBackend, 2>,
-                Tensor<B::InnerBackend, 2>,
-            )> = names
+            let updates: Vec<_> = names
                 .iter()
                 .zip(gs)
                 .map(|(n, g)| (n.clone(), current[n].clone().inner(), g))
@@ -441,6 +438,32 @@ pub fn train_with<B: AutodiffBackend>(
         final_rewards,
         unet: unet.valid(),
     })
+}
+
+/// Removes temporary files that a killed run left half-written (`.NAME.tmpPID`, see
+/// `lora_group::io::write_atomic`) in the run folder and its task folders.
+fn remove_stale_temp_files(run: &Path) -> Result<()> {
+    let mut dirs = vec![run.to_path_buf()];
+    for e in std::fs::read_dir(run)? {
+        let p = e?.path();
+        if p.is_dir() {
+            dirs.push(p);
+        }
+    }
+    for d in dirs {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if name.starts_with('.') && name.contains(".tmp") && p.is_file() {
+                std::fs::remove_file(&p)
+                    .with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn append_line(path: &Path, line: &str) -> Result<()> {
