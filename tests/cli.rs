@@ -263,3 +263,55 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn soup_writes_a_lora_file_that_sample_accepts() {
+    let dir = scratch("soup");
+    let (a, b) = (
+        fixture("lora/a_r4.safetensors"),
+        fixture("lora/b_r2_alpha8.safetensors"),
+    );
+    let soup = dir.join("soup.safetensors");
+    let o = ril(
+        &[
+            "soup",
+            "--lora",
+            a.to_str().unwrap(),
+            "--lora",
+            b.to_str().unwrap(),
+            "--out",
+            soup.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let latents = latents_file(&dir);
+    let out = dir.join("out");
+    let model = fixture("tiny-sd");
+    let mut args = sample_args(
+        model.to_str().unwrap(),
+        latents.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    args.extend(["--lora", soup.to_str().unwrap()]);
+    let o = ril(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("001.png").is_file());
+    let o = ril(
+        &[
+            "soup",
+            "--lora",
+            a.to_str().unwrap(),
+            "--lora",
+            b.to_str().unwrap(),
+            "--coefficients",
+            "0.2,0.2",
+            "--out",
+            soup.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sum to 0.4"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -145,15 +145,31 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
             "task {task} mixes ranks or alphas across layers; a LoRA file holds one rank and alpha"
         );
     }
-    // diffusers' layout: peft LoraConfig fields prefixed by the component.
+    let targets: Vec<&String> = targets.iter().collect();
+    let mut metadata = BTreeMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    metadata.insert(
+        "lora_adapter_metadata".to_string(),
+        adapter_metadata(prefix, rank, alpha, &targets),
+    );
+    metadata.insert("ril_task".to_string(), task.to_string());
+    write_safetensors(path, &tensors, &metadata)?;
+    Ok(LoraFileInfo {
+        layers: ranks.len(),
+        rank,
+        alpha,
+        task,
+    })
+}
+
+/// diffusers' `lora_adapter_metadata`: peft LoraConfig fields prefixed by the component, with
+/// full module paths as `target_modules` (peft matches them exactly, whatever chose the layers).
+pub fn adapter_metadata(prefix: &str, rank: usize, alpha: f64, targets: &[&String]) -> String {
     let mut config = serde_json::Map::new();
     let fields = [
         ("r", json!(rank)),
         ("lora_alpha", json!(alpha)),
-        (
-            "target_modules",
-            json!(targets.into_iter().collect::<Vec<_>>()),
-        ),
+        ("target_modules", json!(targets)),
         ("peft_type", json!("LORA")),
         ("bias", json!("none")),
         ("lora_dropout", json!(0.0)),
@@ -167,20 +183,7 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
     for (k, v) in fields {
         config.insert(format!("{prefix}.{k}"), v);
     }
-    let mut metadata = BTreeMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
-    metadata.insert(
-        "lora_adapter_metadata".to_string(),
-        Value::Object(config).to_string(),
-    );
-    metadata.insert("ril_task".to_string(), task.to_string());
-    write_safetensors(path, &tensors, &metadata)?;
-    Ok(LoraFileInfo {
-        layers: ranks.len(),
-        rank,
-        alpha,
-        task,
-    })
+    Value::Object(config).to_string()
 }
 
 /// Rank and alpha recorded in a LoRA file's metadata: diffusers' `lora_adapter_metadata`, a JSON
@@ -230,15 +233,19 @@ fn metadata_config(
     Ok((rank, alpha))
 }
 
-/// Loads a peft/diffusers LoRA file as a new task: the whole model is frozen, and every layer
-/// named in the file gets a trainable pair with the file's weights. Keys may carry
-/// the `prefix.` (e.g. `unet.`) or not. Errors name the file and the key: a key that matches no
-/// layer, a shape that disagrees with the layer, a rank that differs from the metadata.
-pub fn import_task<B: Backend, M: LoraModel<B>>(
-    model: &mut M,
-    path: &Path,
-    prefix: &str,
-) -> Result<LoraFileInfo> {
+/// A LoRA file read and checked: per layer path, `lora_A` [r, in] and `lora_B` [out, r] (f32),
+/// with the file's alpha (metadata, else the rank, as diffusers assumes without metadata).
+pub struct LoraFile {
+    pub pairs: BTreeMap<String, (TensorData, TensorData)>,
+    /// The largest rank.
+    pub rank: usize,
+    pub alpha: f64,
+}
+
+/// Reads a peft/diffusers LoRA file. Keys may carry the `prefix.` (e.g. `unet.`) or not. Errors
+/// name the file and the key: a key that is not a LoRA weight, a layer with one half of its pair,
+/// ranks that disagree with each other or with the metadata.
+pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read LoRA file {}", path.display()))?;
     let file = SafeTensors::deserialize(&bytes)
@@ -248,13 +255,8 @@ pub fn import_task<B: Backend, M: LoraModel<B>>(
         .and_then(|(_, m)| m.metadata().clone())
         .unwrap_or_default();
     let (meta_rank, meta_alpha) = metadata_config(&metadata, prefix, path)?;
-    let mut layers: BTreeMap<String, [usize; 2]> = BTreeMap::new();
-    model.visit_lora(&mut |p, layer| {
-        layers.insert(p.to_string(), layer.dims());
-    });
     let display = path.display();
-    // layer path -> (A, B)
-    let mut pairs: BTreeMap<String, [Option<TensorData>; 2]> = BTreeMap::new();
+    let mut halves: BTreeMap<String, [Option<TensorData>; 2]> = BTreeMap::new();
     for (key, view) in file.tensors() {
         let rest = key.strip_prefix(&format!("{prefix}.")).unwrap_or(&key);
         let (layer, which) = if let Some(l) = rest.strip_suffix(".lora_A.weight") {
@@ -266,34 +268,20 @@ pub fn import_task<B: Backend, M: LoraModel<B>>(
                 "{display}: key `{key}` is not a LoRA weight (expected ...lora_A.weight / ...lora_B.weight)"
             );
         };
-        let Some(&[d_in, d_out]) = layers.get(layer) else {
-            bail!("{display}: key `{key}` matches no layer of the model");
-        };
         let shape = view.shape().to_vec();
-        let ok = shape.len() == 2
-            && if which == 0 {
-                shape[1] == d_in
-            } else {
-                shape[0] == d_out
-            };
-        if !ok {
-            let expected = if which == 0 {
-                format!("[r, {d_in}]")
-            } else {
-                format!("[{d_out}, r]")
-            };
-            bail!("{display}: key `{key}` has shape {shape:?}, the layer needs {expected}");
+        if shape.len() != 2 {
+            bail!("{display}: key `{key}` has shape {shape:?}, expected a matrix");
         }
         let data = tensor_data(view.dtype(), &shape, view.data())
             .with_context(|| format!("{display}: key `{key}`"))?;
-        pairs.entry(layer.to_string()).or_insert([None, None])[which] = Some(data);
+        halves.entry(layer.to_string()).or_insert([None, None])[which] = Some(data);
     }
-    if pairs.is_empty() {
+    if halves.is_empty() {
         bail!("{display} holds no LoRA weights");
     }
-    let mut ready: BTreeMap<String, (TensorData, TensorData)> = BTreeMap::new();
-    let mut max_rank = 0;
-    for (layer, [a, b]) in pairs {
+    let mut pairs = BTreeMap::new();
+    let mut rank = 0;
+    for (layer, [a, b]) in halves {
         let (Some(a), Some(b)) = (a, b) else {
             bail!("{display}: layer `{layer}` has only one of lora_A / lora_B");
         };
@@ -308,12 +296,54 @@ pub fn import_task<B: Backend, M: LoraModel<B>>(
                 "{display}: key `{prefix}.{layer}.lora_A.weight` has rank {ra}, the file's metadata says r = {r}"
             );
         }
-        max_rank = max_rank.max(ra);
-        ready.insert(layer, (a, b));
+        rank = rank.max(ra);
+        pairs.insert(layer, (a, b));
     }
-    let alpha = meta_alpha.unwrap_or(max_rank as f64);
+    let alpha = meta_alpha.unwrap_or(rank as f64);
+    Ok(LoraFile { pairs, rank, alpha })
+}
+
+/// Loads a peft/diffusers LoRA file as a new task: the whole model is frozen, and every layer
+/// named in the file gets a trainable pair with the file's weights. Besides [`read_lora`]'s
+/// checks, a key that matches no layer or a shape that disagrees with the layer is an error
+/// naming the key.
+pub fn import_task<B: Backend, M: LoraModel<B>>(
+    model: &mut M,
+    path: &Path,
+    prefix: &str,
+) -> Result<LoraFileInfo> {
+    let file = read_lora(path, prefix)?;
+    let mut layers: BTreeMap<String, [usize; 2]> = BTreeMap::new();
+    model.visit_lora(&mut |p, layer| {
+        layers.insert(p.to_string(), layer.dims());
+    });
+    let display = path.display();
+    for (layer, (a, b)) in &file.pairs {
+        let key = |half: &str| format!("{prefix}.{layer}.{half}.weight");
+        let Some(&[d_in, d_out]) = layers.get(layer) else {
+            bail!(
+                "{display}: key `{}` matches no layer of the model",
+                key("lora_A")
+            );
+        };
+        if a.shape[1] != d_in {
+            bail!(
+                "{display}: key `{}` has shape {:?}, the layer needs [r, {d_in}]",
+                key("lora_A"),
+                a.shape
+            );
+        }
+        if b.shape[0] != d_out {
+            bail!(
+                "{display}: key `{}` has shape {:?}, the layer needs [{d_out}, r]",
+                key("lora_B"),
+                b.shape
+            );
+        }
+    }
     let task = task_count(model);
-    let count = ready.len();
+    let (count, rank, alpha) = (file.pairs.len(), file.rank, file.alpha);
+    let mut ready = file.pairs;
     *model = model.clone().no_grad();
     model.visit_lora_mut(&mut |p, layer| {
         layer.unmerge();
@@ -330,7 +360,7 @@ pub fn import_task<B: Backend, M: LoraModel<B>>(
     });
     Ok(LoraFileInfo {
         layers: count,
-        rank: max_rank,
+        rank,
         alpha,
         task,
     })

@@ -10,7 +10,7 @@ pub mod targets;
 
 pub use io::{LoraFileInfo, export_task, import_task};
 pub use layer::{LoraLinear, LoraPair};
-pub use soup::soup;
+pub use soup::{soup, soup_files};
 pub use targets::Targets;
 
 use anyhow::{Result, bail};

@@ -75,3 +75,95 @@ pub fn soup<B: Backend, M: LoraModel<B>>(
     }
     Ok(())
 }
+
+/// The model soup of single-run LoRA files as one LoRA file: for every layer, the pairs of all
+/// files side by side, each file's `c_k · alpha_k / r_k` folded into its `lora_B` columns, so the
+/// file's update is exactly `Σ_k c_k Δ_k` (rank = the largest sum of ranks, zero-padded; alpha =
+/// rank, i.e. scale 1). It loads with `ril sample --lora` and diffusers' `load_lora_weights`.
+pub fn soup_files(
+    files: &[(std::path::PathBuf, f64)],
+    prefix: &str,
+    out: &std::path::Path,
+) -> Result<crate::LoraFileInfo> {
+    let coefficients: Vec<f64> = files.iter().map(|(_, c)| *c).collect();
+    check_coefficients(&coefficients)?;
+    // layer -> [(A rows [r, in], B [out, r], factor)]
+    type Part = (Vec<usize>, Vec<f32>, Vec<usize>, Vec<f32>, f64);
+    let mut layers: BTreeMap<String, Vec<Part>> = BTreeMap::new();
+    for (path, c) in files {
+        let file = crate::io::read_lora(path, prefix)?;
+        for (layer, (a, b)) in file.pairs {
+            let r = a.shape[0];
+            let factor = c * file.alpha / r as f64;
+            let (sa, sb) = (a.shape.to_vec(), b.shape.to_vec());
+            let va: Vec<f32> = a.into_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let vb: Vec<f32> = b.into_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let parts = layers.entry(layer.clone()).or_default();
+            if let Some((pa, _, pb, _, _)) = parts.first()
+                && (pa[1] != sa[1] || pb[0] != sb[0])
+            {
+                bail!(
+                    "{}: layer `{layer}` is {}x{} here but {}x{} in an earlier file",
+                    path.display(),
+                    sa[1],
+                    sb[0],
+                    pa[1],
+                    pb[0]
+                );
+            }
+            parts.push((sa, va, sb, vb, factor));
+        }
+    }
+    let rank = layers
+        .values()
+        .map(|p| p.iter().map(|(sa, ..)| sa[0]).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    let mut tensors = BTreeMap::new();
+    for (layer, parts) in &layers {
+        let (d_in, d_out) = (parts[0].0[1], parts[0].2[0]);
+        let mut a = vec![0f32; rank * d_in];
+        let mut b = vec![0f32; d_out * rank];
+        let mut row = 0;
+        for (sa, va, _, vb, factor) in parts {
+            let r = sa[0];
+            a[row * d_in..(row + r) * d_in].copy_from_slice(va);
+            for o in 0..d_out {
+                for j in 0..r {
+                    b[o * rank + row + j] = (vb[o * r + j] as f64 * factor) as f32;
+                }
+            }
+            row += r;
+        }
+        tensors.insert(
+            format!("{prefix}.{layer}.lora_A.weight"),
+            (vec![rank, d_in], a),
+        );
+        tensors.insert(
+            format!("{prefix}.{layer}.lora_B.weight"),
+            (vec![d_out, rank], b),
+        );
+    }
+    let layer_names: Vec<&String> = layers.keys().collect();
+    let config = crate::io::adapter_metadata(prefix, rank, rank as f64, &layer_names);
+    let mut metadata = BTreeMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    metadata.insert("lora_adapter_metadata".to_string(), config);
+    metadata.insert(
+        "ril_soup".to_string(),
+        serde_json::json!(
+            files
+                .iter()
+                .map(|(p, c)| (p.display().to_string(), c))
+                .collect::<Vec<_>>()
+        )
+        .to_string(),
+    );
+    crate::io::write_safetensors(out, &tensors, &metadata)?;
+    Ok(crate::LoraFileInfo {
+        layers: layers.len(),
+        rank,
+        alpha: rank as f64,
+        task: 0,
+    })
+}

@@ -326,11 +326,14 @@ fn bad_lora_files_and_targets_are_refused_by_name() {
     let err = import_error(
         "lora-nolayer",
         |e| {
-            let mut x = e[0].clone();
-            x.name =
-                "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn9.to_q.lora_A.weight"
-                    .into();
-            e.push(x);
+            for half in ["lora_A", "lora_B"] {
+                let key = format!(
+                    "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.{half}.weight"
+                );
+                let mut x = e.iter().find(|t| t.name == key).unwrap().clone();
+                x.name = key.replace("attn1", "attn9");
+                e.push(x);
+            }
         },
         None,
     );
@@ -339,12 +342,13 @@ fn bad_lora_files_and_targets_are_refused_by_name() {
         "lora-shape",
         |e| {
             let x = e.iter_mut().find(|x| x.name == key).unwrap();
-            x.shape = vec![2, 16];
+            x.shape = vec![4, 16];
+            x.bytes = [x.bytes.clone(), x.bytes.clone()].concat();
         },
         None,
     );
     assert!(
-        err.contains(key) && err.contains("[2, 16]") && err.contains("[r, 8]"),
+        err.contains(key) && err.contains("[4, 16]") && err.contains("[r, 8]"),
         "{err}"
     );
     let err = import_error(
@@ -356,6 +360,12 @@ fn bad_lora_files_and_targets_are_refused_by_name() {
         err.contains("attn1.to_k.lora_A.weight` has rank 4, the file's metadata says r = 8"),
         "{err}"
     );
+    let err = import_error(
+        "lora-half",
+        |e| e.retain(|t| !t.name.ends_with("attn1.to_q.lora_B.weight")),
+        None,
+    );
+    assert!(err.contains("has only one of lora_A / lora_B"), "{err}");
     let mut model = unet::<B>();
     let err = push_task(
         &mut model,
@@ -372,4 +382,42 @@ fn bad_lora_files_and_targets_are_refused_by_name() {
     let err = import_task(&mut model, Path::new("/nonexistent/l.safetensors"), "unet").unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent/l.safetensors"));
     let _ = model.num_params();
+}
+
+#[test]
+fn soup_file_holds_exactly_the_weighted_sum_of_updates() {
+    let dir = scratch("lora-soup");
+    let out = dir.join("soup.safetensors");
+    let files = vec![
+        (lora("a_r4.safetensors"), 0.25),
+        (lora("b_r2_alpha8.safetensors"), 0.75),
+    ];
+    let info = lora_group::soup_files(&files, "unet", &out).unwrap();
+    // a adapts 128 layers with rank 4; b adds rank 2 on 64 of them.
+    assert_eq!((info.layers, info.rank), (128, 6));
+    let mut from_file = unet::<B>();
+    import_task(&mut from_file, &out, "unet").unwrap();
+    let mut a = unet::<B>();
+    import_task(&mut a, &lora("a_r4.safetensors"), "unet").unwrap();
+    let mut b = unet::<B>();
+    import_task(&mut b, &lora("b_r2_alpha8.safetensors"), "unet").unwrap();
+    let mut merged = unet::<B>();
+    soup(&mut merged, &[&a, &b], &[0.25, 0.75]).unwrap();
+    // The same update, as low-rank pairs or folded into W: f32 summation order only.
+    assert_close(
+        "soup file",
+        &values(forward(&from_file)),
+        &values(forward(&merged)),
+        0.0,
+        1e-5,
+    );
+    let bad = vec![
+        (lora("a_r4.safetensors"), 0.5),
+        (lora("b_r2_alpha8.safetensors"), 0.6),
+    ];
+    let err = lora_group::soup_files(&bad, "unet", &out)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sum to 1.1"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
