@@ -406,3 +406,41 @@ fn a_non_finite_reward_stops_the_run_naming_task_step_and_term_and_keeps_the_che
     assert_eq!(c.method.kind, Method::Rid);
     std::fs::remove_dir_all(&c.output).unwrap();
 }
+
+#[test]
+fn the_joint_reward_is_the_weighted_sum_of_its_parts() {
+    let c = tiny("joint");
+    let device = Default::default();
+    let mut rewards_cfg = c.rewards.clone();
+    rewards_cfg.joint = Some(rid_trainer::config::JointWeights {
+        aesthetic: 0.01,
+        hps: 2.0,
+        compress: 1.0,
+    });
+    let build = |k| rid_trainer::rewards::build_reward::<B>(k, &rewards_cfg, &device).unwrap();
+    let images = NoiseRng::new(4)
+        .tensor::<B, 4>([2, 3, 64, 64], &device)
+        .clamp(-1.0, 1.0);
+    let prompts = vec!["a red apple".to_string(), "a dog".to_string()];
+    let score = |k| {
+        build(k)
+            .score(images.clone(), &prompts)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let (a, h, cmp, joint) = (
+        score(RewardKind::Aesthetic),
+        score(RewardKind::Hps),
+        score(RewardKind::Compress),
+        score(RewardKind::Joint),
+    );
+    for i in 0..2 {
+        let expected = 0.01 * a[i] + 2.0 * h[i] + cmp[i];
+        assert!(
+            (joint[i] - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+            "{joint:?} vs {expected}"
+        );
+    }
+}
