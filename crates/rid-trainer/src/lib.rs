@@ -8,6 +8,7 @@ pub mod config;
 pub mod rewards;
 pub mod runner;
 pub mod step;
+pub mod update;
 
 pub use config::TrainConfig;
 pub use runner::{RunSummary, train, train_with};

@@ -17,11 +17,12 @@ use rewards::Reward;
 use sd_model::noise::NoiseRng;
 use sd_model::{DdimScheduler, StableDiffusion, UNet2DConditionModel};
 
-use crate::adamw::{AdamW, clip_global_norm};
+use crate::adamw::AdamW;
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::{Method, RewardKind, TrainConfig, read_prompts};
 use crate::rewards::build_reward;
 use crate::step::{StepInputs, StepParams, step_loss};
+use crate::update::{UpdateParams, accumulate_grads, apply_update, set_task_pairs, task_pairs};
 
 /// Random streams, each derived from (seed, stream, task, step, micro-batch).
 const STREAM_PROMPTS: u64 = 1;
@@ -79,48 +80,6 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::json!({ "hash": hash, "config": config });
     lora_group::io::write_atomic(&marker, serde_json::to_string_pretty(&json)?.as_bytes())
-}
-
-/// The current task's pairs of a model as named tensors (`{layer}.lora_A` / `.lora_B`).
-fn task_pairs<Bk: Backend, M: LoraModel<Bk>>(
-    model: &M,
-    task: usize,
-) -> BTreeMap<String, Tensor<Bk, 2>> {
-    let mut out = BTreeMap::new();
-    model.visit_lora(&mut |path, layer| {
-        for p in layer.lora.iter().filter(|p| p.task == task) {
-            out.insert(format!("{path}.lora_A"), p.lora_A.val());
-            out.insert(format!("{path}.lora_B"), p.lora_B.val());
-        }
-    });
-    out
-}
-
-/// Sets the current task's pairs from named tensors (`map` turns a stored tensor into the
-/// parameter's value, e.g. marking it trainable).
-fn set_task_pairs<Bk: Backend, V: Backend, M: LoraModel<Bk>>(
-    model: &mut M,
-    task: usize,
-    values: &BTreeMap<String, Tensor<V, 2>>,
-    map: impl Fn(Tensor<V, 2>) -> Tensor<Bk, 2>,
-) -> Result<()> {
-    let mut missing = None;
-    model.visit_lora_mut(&mut |path, layer| {
-        for p in layer.lora.iter_mut().filter(|p| p.task == task) {
-            for (name, param) in [("lora_A", &mut p.lora_A), ("lora_B", &mut p.lora_B)] {
-                match values.get(&format!("{path}.{name}")) {
-                    Some(v) => *param = Param::initialized(param.id, map(v.clone())),
-                    None => {
-                        missing.get_or_insert(format!("{path}.{name}"));
-                    }
-                }
-            }
-        }
-    });
-    match missing {
-        Some(k) => bail!("checkpoint lacks tensor {k}"),
-        None => Ok(()),
-    }
 }
 
 /// Trains the configured task sequence; with `resume`, continues the run in `config.output`.
@@ -360,50 +319,24 @@ pub fn train_with<B: AutodiffBackend>(
                 loss_sum += loss_value;
                 distill += out.distill;
                 all_rewards.extend(out.rewards);
-                let g = out.loss.backward();
-                for (name, p) in task_pairs(&unet, k) {
-                    let gp = p
-                        .grad(&g)
-                        .with_context(|| format!("no gradient for {name}"))?;
-                    let e = grads.remove(&name);
-                    grads.insert(
-                        name,
-                        match e {
-                            Some(acc) => acc + gp,
-                            None => gp,
-                        },
-                    );
-                }
+                accumulate_grads(&unet, k, &out.loss.backward(), &mut grads)?;
             }
             let scale = 1.0 / task.grad_accum as f64;
-            let names: Vec<String> = grads.keys().cloned().collect();
-            let mut gs: Vec<Tensor<B::InnerBackend, 2>> =
-                names.iter().map(|n| grads[n].clone() * scale).collect();
-            let grad_norm = clip_global_norm(&mut gs, task.grad_clip);
-            if !grad_norm.is_finite() {
-                bail!(
-                    "task {k} ({}), step {step}: the gradient norm is {grad_norm}",
-                    task.name
-                );
-            }
-            let current = task_pairs(&unet, k);
-            let updates: Vec<_> = names
-                .iter()
-                .zip(gs)
-                .map(|(n, g)| (n.clone(), current[n].clone().inner(), g))
-                .collect();
-            let new = adam.update(updates, task.lr, task.weight_decay);
-            let new: BTreeMap<String, Tensor<B::InnerBackend, 2>> =
-                names.iter().cloned().zip(new).collect();
-            set_task_pairs(&mut unet, k, &new, |t| Tensor::from_inner(t).require_grad())?;
-            // EMA teacher: θ' ← a θ' + (1 − a) θ for this task's pair.
-            let a = config.method.ema_momentum;
-            let old = task_pairs(&teacher, k);
-            let ema: BTreeMap<String, Tensor<B::InnerBackend, 2>> = old
-                .into_iter()
-                .map(|(n, t)| (n.clone(), t * a + new[&n].clone() * (1.0 - a)))
-                .collect();
-            set_task_pairs(&mut teacher, k, &ema, |t| t)?;
+            let grad_norm = apply_update(
+                &mut unet,
+                &mut teacher,
+                &mut adam,
+                k,
+                grads,
+                &UpdateParams {
+                    grad_scale: scale,
+                    lr: task.lr,
+                    weight_decay: task.weight_decay,
+                    grad_clip: task.grad_clip,
+                    ema_momentum: config.method.ema_momentum,
+                },
+            )
+            .with_context(|| format!("task {k} ({}), step {step}", task.name))?;
             let n = all_rewards.len() as f64;
             let mean = all_rewards.iter().map(|&r| r as f64).sum::<f64>() / n;
             let std = (all_rewards
