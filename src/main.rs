@@ -2,6 +2,7 @@
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
 //! fine-tunes on a sequence of rewards; `ril soup` averages runs.
 
+mod bench;
 mod cli;
 mod score;
 mod soup;

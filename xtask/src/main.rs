@@ -1,5 +1,7 @@
-//! Project automation as plain Rust (`cargo xtask ...`): the experiment grid and the benchmarks
-//! land here as they are built; today it runs the CI checks locally.
+//! Project automation as plain Rust (`cargo xtask ...`): the CI checks and the benchmarks against
+//! PyTorch; the experiment grid lands here next.
+
+mod bench;
 
 use std::process::Command;
 
@@ -8,7 +10,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "\
 usage: cargo xtask <command>
   ci       run what .ci/run runs: fmt check, clippy (workspace, all targets, -D warnings),
-           cargo check --features cuda, and the test command of README.md";
+           cargo check --features cuda, and the test command of README.md
+  bench    time sampling and training steps (see `cargo xtask bench --help`)";
 
 fn cargo(args: &[&str]) -> Result<()> {
     let status = Command::new(env!("CARGO"))
@@ -37,6 +40,11 @@ fn main() -> Result<()> {
             cargo(&["check", "--features", "cuda"])?;
             cargo(&["test", "--workspace"])
         }
+        Some("bench") if args.iter().any(|a| a == "--help") => {
+            println!("{}", bench::USAGE);
+            Ok(())
+        }
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -216,7 +216,7 @@ pub fn train_with<B: AutodiffBackend>(
         let total = task.epochs * task.steps_per_epoch;
         let bar = indicatif::ProgressBar::new(total as u64).with_style(
             indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:25}] {pos}/{len} {msg} ({per_sec}, eta {eta})",
+                "{prefix} [{bar:25}] step {pos}/{len} {msg} (eta {eta})",
             )
             .expect("template"),
         );
@@ -352,7 +352,13 @@ pub fn train_with<B: AutodiffBackend>(
                 "distill": distill * scale, "grad_norm": grad_norm, "time_s": t0.elapsed().as_secs_f64(),
             });
             append_line(&log_path, &line.to_string())?;
-            bar.set_message(format!("loss {:.4} reward {mean:.4}", loss_sum * scale));
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.4} reward {mean:.4} {:.2} samples/s",
+                step / task.steps_per_epoch + 1,
+                task.epochs,
+                loss_sum * scale,
+                task.batch_size as f64 / t0.elapsed().as_secs_f64()
+            ));
             bar.inc(1);
             if (step + 1) % config.checkpoint_every == 0 && step + 1 < total {
                 save_ckpt(&unet, &teacher, &adam, step + 1, false)?;

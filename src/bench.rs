@@ -1,0 +1,251 @@
+//! `ril bench`: timings of UNet forward, a DDIM sampling run, VAE decode and one baseline and
+//! one RID training step (after warm-up; median and spread of several repetitions), written as
+//! JSON in the same format as tools/bench/bench.py (the PyTorch reference).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use lora_group::{Targets, push_task};
+use rewards::jpeg::Compressibility;
+use rid_trainer::adamw::AdamW;
+use rid_trainer::step::{StepInputs, StepParams, step_loss};
+use rid_trainer::update::{UpdateParams, accumulate_grads, apply_update};
+use sd_model::noise::NoiseRng;
+use sd_model::{DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig};
+use serde_json::json;
+
+pub const USAGE: &str = "\
+usage: ril bench [--preset tiny|sd15] [--backend cpu|cuda] [--what sample|train-step|all]
+                 [--reps N] [--steps N] [--batch N] [--json FILE]
+
+  tiny: the parity fixtures' pipeline, 64x64, batch 2, 10 DDIM steps (CPU).
+  sd15: SD 1.5 shapes with random weights (no download), 512x512, batch 1, 50 steps.";
+
+struct Args {
+    preset: String,
+    backend: String,
+    what: String,
+    reps: usize,
+    steps: Option<usize>,
+    batch: Option<usize>,
+    json: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut a = Args {
+        preset: "tiny".into(),
+        backend: "cpu".into(),
+        what: "all".into(),
+        reps: 5,
+        steps: None,
+        batch: None,
+        json: None,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--preset" => a.preset = value()?,
+            "--backend" => a.backend = value()?,
+            "--what" => a.what = value()?,
+            "--reps" => a.reps = value()?.parse().context("--reps")?,
+            "--steps" => a.steps = Some(value()?.parse().context("--steps")?),
+            "--batch" => a.batch = Some(value()?.parse().context("--batch")?),
+            "--json" => a.json = Some(value()?.into()),
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if !matches!(a.preset.as_str(), "tiny" | "sd15")
+        || !matches!(a.what.as_str(), "sample" | "train-step" | "all")
+    {
+        bail!("bad --preset or --what\n{USAGE}");
+    }
+    if a.reps == 0 {
+        bail!("--reps must be ≥ 1");
+    }
+    Ok(a)
+}
+
+/// Median, min and max seconds of `reps` runs of `f` after one warm-up run.
+fn time<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<serde_json::Value> {
+    f()?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(json!({ "median_s": t[t.len() / 2], "min_s": t[0], "max_s": t[t.len() - 1], "reps": reps }))
+}
+
+/// Forces pending GPU work to finish (reading one value synchronises).
+fn sync<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) {
+    let _ = t.sum().into_data();
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let a = parse(args)?;
+    match a.backend.as_str() {
+        "cpu" => bench::<sd_model::backend::CpuAutodiff>(&a, &Default::default()),
+        "cuda" => bench_cuda(&a),
+        other => bail!("--backend must be cpu or cuda, got {other}"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn bench_cuda(a: &Args) -> Result<()> {
+    bench::<sd_model::backend::CudaAutodiff>(a, &Default::default())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_cuda(_: &Args) -> Result<()> {
+    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+}
+
+fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
+    let tiny = a.preset == "tiny";
+    let (size, steps, batch) = if tiny { (64, 10, 2) } else { (512, 50, 1) };
+    let steps = a.steps.unwrap_or(steps);
+    let batch = a.batch.unwrap_or(batch);
+    let sd: StableDiffusion<B> = if tiny {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("crates/sd-model/tests/fixtures/tiny-sd");
+        StableDiffusion::load(&dir, device)?
+    } else {
+        // SD 1.5 shapes with random weights (the tiny fixture's tokenizer gives ids the real
+        // vocabulary also has; prompt encoding is outside every timed region).
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("crates/sd-model/tests/fixtures/tiny-sd");
+        let mut sd = StableDiffusion::load(&dir, device)?;
+        sd.text_encoder = sd_model::ClipTextConfig::sd15().init(device)?;
+        sd.unet = UNetConfig::sd15().init(device)?;
+        sd.vae = VaeConfig::sd15().init(device)?;
+        sd
+    };
+    let h = size / 8;
+    let mut results = BTreeMap::new();
+    let inner = sd.unet.valid();
+    let vae = sd.vae.valid();
+    let prompts: Vec<String> = (0..batch)
+        .map(|i| format!("a photo of a cat number {i}"))
+        .collect();
+    let context = sd
+        .encode_prompts(
+            &[vec![String::new(); batch], prompts.clone()].concat(),
+            device,
+        )?
+        .inner();
+    let mut rng = NoiseRng::new(0);
+    let z = rng.tensor::<B::InnerBackend, 4>([batch, 4, h, h], device);
+    let scheduler = DdimScheduler::new(DdimConfig::sd15(), steps)?;
+    let p = StepParams {
+        guidance: 7.5,
+        eta: 0.0,
+        lambda: 0.1,
+    };
+    if a.what != "train-step" {
+        results.insert(
+            "unet_forward",
+            time(a.reps, || {
+                let x = Tensor::cat(vec![z.clone(), z.clone()], 0);
+                let t = Tensor::full([2 * batch], 500.0, device);
+                sync(inner.forward(x, t, context.clone()));
+                Ok(())
+            })?,
+        );
+        results.insert(
+            "vae_decode",
+            time(a.reps, || {
+                sync(vae.decode_latents(z.clone()));
+                Ok(())
+            })?,
+        );
+        results.insert(
+            "sample",
+            time(a.reps.min(3), || {
+                let mut r = NoiseRng::new(1);
+                let z1 = rid_trainer::step::sample_to_last(
+                    &inner,
+                    &scheduler,
+                    &context,
+                    z.clone(),
+                    p,
+                    &mut r,
+                );
+                let t = *scheduler.timesteps.last().expect("steps");
+                let eps =
+                    rid_trainer::step::guided_eps(&inner, z1.clone(), t, &context, p.guidance);
+                sync(vae.decode_latents(scheduler.step(eps, t, z1, 0.0, None).0));
+                Ok(())
+            })?,
+        );
+    }
+    if a.what != "sample" {
+        let reward = Compressibility::default();
+        for (name, rid) in [("train_step_baseline", false), ("train_step_rid", true)] {
+            let mut unet = sd.unet.clone().no_grad();
+            push_task(&mut unet, &Targets::default(), 4, 4.0)?;
+            let mut teacher = unet.valid();
+            let mut adam = AdamW::default();
+            let vae_ad = sd.vae.clone().no_grad();
+            results.insert(
+                name,
+                time(a.reps.min(3), || {
+                    let out = step_loss(
+                        &unet,
+                        rid.then_some(&teacher),
+                        &vae_ad,
+                        &reward,
+                        &scheduler,
+                        StepInputs {
+                            context: context.clone(),
+                            z_n: z.clone(),
+                            prompts: &prompts,
+                            noise_seed: 0,
+                        },
+                        p,
+                    )?;
+                    let mut grads = BTreeMap::new();
+                    accumulate_grads(&unet, 0, &out.loss.backward(), &mut grads)?;
+                    let up = UpdateParams {
+                        grad_scale: 1.0,
+                        lr: 1e-4,
+                        weight_decay: 0.0,
+                        grad_clip: 1.0,
+                        ema_momentum: 0.99,
+                    };
+                    apply_update(&mut unet, &mut teacher, &mut adam, 0, grads, &up)?;
+                    Ok(())
+                })?,
+            );
+        }
+        let ratio = results["train_step_rid"]["median_s"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / results["train_step_baseline"]["median_s"]
+                .as_f64()
+                .unwrap_or(1.0);
+        results.insert("rid_over_baseline", json!(ratio));
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    let record = json!({
+        "impl": "ril", "preset": a.preset, "backend": a.backend, "threads": threads,
+        "batch": batch, "size": size, "steps": steps, "results": results,
+    });
+    let text = serde_json::to_string_pretty(&record)?;
+    println!("{text}");
+    if let Some(path) = &a.json {
+        lora_group::io::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
+}

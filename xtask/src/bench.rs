@@ -1,0 +1,195 @@
+//! `cargo xtask bench`: builds the release `ril`, runs `ril bench` and, with `--compare`, the
+//! PyTorch reference (tools/bench/bench.py) with the same thread count, then writes both JSON
+//! records and a Markdown table of the ratios ril / PyTorch under `bench/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+pub const USAGE: &str = "\
+usage: cargo xtask bench [sample|train-step|all] [--preset tiny|sd15] [--backend cpu|cuda]
+                         [--threads N] [--reps N] [--compare] [--python PATH]
+
+  --compare  also run tools/bench/bench.py (needs torch, diffusers, peft, kornia: --python or
+             $RIL_PYTHON, default python3) and print the ratio ril / PyTorch
+  Writes bench/ril-PRESET-BACKEND.json, bench/pytorch-PRESET-BACKEND.json and
+  bench/report-PRESET-BACKEND.md.";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (mut what, mut preset, mut backend) =
+        ("all".to_string(), "tiny".to_string(), "cpu".to_string());
+    let (mut threads, mut reps, mut compare) = (2usize, 5usize, false);
+    let mut python = std::env::var("RIL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "sample" | "train-step" | "all" => what = a.clone(),
+            "--preset" => preset = value()?,
+            "--backend" => backend = value()?,
+            "--threads" => threads = value()?.parse().context("--threads")?,
+            "--reps" => reps = value()?.parse().context("--reps")?,
+            "--compare" => compare = true,
+            "--python" => python = value()?,
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("bench");
+    std::fs::create_dir_all(&out)?;
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "--bin", "ril"]);
+    if backend == "cuda" {
+        build.args(["--features", "cuda"]);
+    }
+    status(&mut build)?;
+    let tag = format!("{preset}-{backend}");
+    let ril_json = out.join(format!("ril-{tag}.json"));
+    let mut ril = Command::new(root.join("target/release/ril"));
+    ril.current_dir(&root)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .args([
+            "bench",
+            "--preset",
+            &preset,
+            "--backend",
+            &backend,
+            "--what",
+            &what,
+            "--reps",
+            &reps.to_string(),
+        ])
+        .arg("--json")
+        .arg(&ril_json);
+    status(&mut ril)?;
+    let ours = read(&ril_json)?;
+    let theirs = if compare {
+        let py_json = out.join(format!("pytorch-{tag}.json"));
+        let mut py = Command::new(&python);
+        py.current_dir(&root)
+            .arg("tools/bench/bench.py")
+            .args([
+                "--preset",
+                &preset,
+                "--device",
+                &backend,
+                "--threads",
+                &threads.to_string(),
+                "--reps",
+                &reps.to_string(),
+            ])
+            .arg("--json")
+            .arg(&py_json);
+        status(&mut py)?;
+        Some(read(&py_json)?)
+    } else {
+        None
+    };
+    let table = report(&ours, theirs.as_ref(), &machine());
+    let md = out.join(format!("report-{tag}.md"));
+    std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
+    println!("{table}\n(written to {})", md.display());
+    Ok(())
+}
+
+fn status(cmd: &mut Command) -> Result<()> {
+    let s = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !s.success() {
+        bail!("{cmd:?} failed ({s})");
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!(
+        "{cpu}, {} logical cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    )
+}
+
+/// A Markdown table: median (min–max) per operation, and ril / PyTorch.
+pub fn report(ours: &Value, theirs: Option<&Value>, machine: &str) -> String {
+    let mut s = format!(
+        "Preset `{}` on `{}` ({} threads; batch {}, {}x{}, {} DDIM steps) — {machine}\n\n",
+        ours["preset"].as_str().unwrap_or("?"),
+        ours["backend"].as_str().unwrap_or("?"),
+        ours["threads"].as_str().unwrap_or("?"),
+        ours["batch"],
+        ours["size"],
+        ours["size"],
+        ours["steps"],
+    );
+    s.push_str("| operation | ril median (min–max) | PyTorch median (min–max) | ril / PyTorch |\n|---|---|---|---|\n");
+    let cell = |v: &Value| match v["median_s"].as_f64() {
+        Some(m) => format!(
+            "{:.1} ms ({:.1}–{:.1})",
+            m * 1e3,
+            v["min_s"].as_f64().unwrap_or(0.0) * 1e3,
+            v["max_s"].as_f64().unwrap_or(0.0) * 1e3
+        ),
+        None => "–".into(),
+    };
+    for op in [
+        "unet_forward",
+        "vae_decode",
+        "sample",
+        "train_step_baseline",
+        "train_step_rid",
+    ] {
+        let a = &ours["results"][op];
+        if a.is_null() {
+            continue;
+        }
+        let b = theirs.map(|t| &t["results"][op]);
+        let ratio = match (
+            a["median_s"].as_f64(),
+            b.and_then(|b| b["median_s"].as_f64()),
+        ) {
+            (Some(x), Some(y)) => format!("{:.2}", x / y),
+            _ => "–".into(),
+        };
+        s.push_str(&format!(
+            "| {op} | {} | {} | {ratio} |\n",
+            cell(a),
+            b.map(cell).unwrap_or_else(|| "–".into())
+        ));
+    }
+    let rr = |v: &Value| {
+        v["results"]["rid_over_baseline"]
+            .as_f64()
+            .map(|r| format!("{:.3}", r))
+            .unwrap_or_else(|| "–".into())
+    };
+    s.push_str(&format!(
+        "\nRID / baseline step time: ril {}, PyTorch {} (the paper: about 1.01).\n",
+        rr(ours),
+        theirs.map(rr).unwrap_or_else(|| "–".into())
+    ));
+    s
+}
