@@ -1,9 +1,10 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
-//! fine-tunes on a sequence of rewards; `ril soup` averages runs.
+//! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model.
 
 mod bench;
 mod cli;
+mod eval;
 mod score;
 mod soup;
 mod train;

@@ -3,7 +3,9 @@
 //! and JPEG compressibility, plus real PNG/JPEG file sizes for metrics.
 
 pub mod aesthetic;
+pub mod build;
 pub mod clip_vision;
+pub mod config;
 pub mod files;
 pub mod hps;
 pub mod images;

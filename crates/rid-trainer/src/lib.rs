@@ -5,7 +5,6 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod config;
-pub mod rewards;
 pub mod runner;
 pub mod step;
 pub mod update;

@@ -20,9 +20,9 @@ use sd_model::{DdimScheduler, StableDiffusion, UNet2DConditionModel};
 use crate::adamw::AdamW;
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::{Method, RewardKind, TrainConfig, read_prompts};
-use crate::rewards::build_reward;
 use crate::step::{StepInputs, StepParams, step_loss};
 use crate::update::{UpdateParams, accumulate_grads, apply_update, set_task_pairs, task_pairs};
+use rewards::build::build_reward;
 
 /// Random streams, each derived from (seed, stream, task, step, micro-batch).
 const STREAM_PROMPTS: u64 = 1;

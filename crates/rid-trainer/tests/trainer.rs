@@ -417,7 +417,7 @@ fn the_joint_reward_is_the_weighted_sum_of_its_parts() {
         hps: 2.0,
         compress: 1.0,
     });
-    let build = |k| rid_trainer::rewards::build_reward::<B>(k, &rewards_cfg, &device).unwrap();
+    let build = |k| rewards::build::build_reward::<B>(k, &rewards_cfg, &device).unwrap();
     let images = NoiseRng::new(4)
         .tensor::<B, 4>([2, 3, 64, 64], &device)
         .clamp(-1.0, 1.0);

@@ -1,6 +1,10 @@
-//! Metrics of reward incremental learning: the forgetting measure of the paper (Eq. 3) and, as
-//! they are built, the evaluation runner, CLIP score, FID and the report tables.
+//! Metrics of reward incremental learning: the evaluation runner (same noise for every model),
+//! target metrics (aesthetic, HPS, PNG/JPEG size), the forgetting measure (the paper's Eq. 3) and
+//! report tables. FID and CLIP score are listed but not implemented yet (reported as skipped).
 
+pub mod eval;
 pub mod forgetting;
+pub mod report;
 
+pub use eval::{EvalResult, EvalSpec, Metric, evaluate};
 pub use forgetting::{Direction, forgetting};

@@ -1,15 +1,14 @@
-//! Building a task's reward from the config: aesthetic, HPSv2, compressibility, or the joint
-//! weighted sum.
+//! Building a reward from a run configuration's `[rewards]` section: aesthetic, HPSv2,
+//! compressibility, or the joint weighted sum.
 
+use crate::Reward;
+use crate::aesthetic::Aesthetic;
+use crate::config::{RewardKind, RewardsConfig};
+use crate::hps::Hps;
+use crate::jpeg::Compressibility;
+use crate::openclip::OpenClipConfig;
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use rewards::Reward;
-use rewards::aesthetic::Aesthetic;
-use rewards::hps::Hps;
-use rewards::jpeg::Compressibility;
-use rewards::openclip::OpenClipConfig;
-
-use crate::config::{RewardKind, RewardsConfig};
 
 /// `Σ w_i R_i` (joint tuning).
 pub struct Weighted<B: Backend> {

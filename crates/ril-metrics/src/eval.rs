@@ -1,0 +1,255 @@
+//! The evaluation runner: eval prompts × images per prompt, generated from the SAME initial
+//! noise for every model (image j of prompt i starts from `NoiseRng::derive(seed, [i, j])`, the
+//! same on every backend), scored with the target metrics; results.json and a sample grid.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use rewards::Reward;
+use rewards::config::{RewardKind, RewardsConfig};
+use rewards::files::{jpeg_kb, png_kb};
+use sd_model::noise::NoiseRng;
+use sd_model::pipeline::{InitLatents, SampleRequest, StableDiffusion, to_rgb8};
+use serde::{Deserialize, Serialize};
+
+/// A metric of the evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Aesthetic,
+    Hps,
+    PngKb,
+    JpegKb,
+    ClipScore,
+    Fid,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Self::Aesthetic,
+        Self::Hps,
+        Self::PngKb,
+        Self::JpegKb,
+        Self::ClipScore,
+        Self::Fid,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aesthetic => "aesthetic",
+            Self::Hps => "hps",
+            Self::PngKb => "png_kb",
+            Self::JpegKb => "jpeg_kb",
+            Self::ClipScore => "clip_score",
+            Self::Fid => "fid",
+        }
+    }
+
+    /// Parses a comma-separated list (names as [`Metric::name`]).
+    pub fn parse_list(s: &str) -> Result<Vec<Metric>> {
+        s.split(',')
+            .map(|n| {
+                Self::ALL
+                    .into_iter()
+                    .find(|m| m.name() == n.trim())
+                    .with_context(|| format!("unknown metric {n:?} (known: aesthetic, hps, png_kb, jpeg_kb, clip_score, fid)"))
+            })
+            .collect()
+    }
+
+    /// Whether larger values are better.
+    pub fn direction(self) -> crate::Direction {
+        match self {
+            Self::Aesthetic | Self::Hps | Self::ClipScore => crate::Direction::HigherIsBetter,
+            _ => crate::Direction::LowerIsBetter,
+        }
+    }
+}
+
+/// What to generate and score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalSpec {
+    pub prompts: Vec<String>,
+    pub images_per_prompt: usize,
+    pub seed: u64,
+    pub steps: usize,
+    pub guidance: f64,
+    pub height: usize,
+    pub width: usize,
+    /// Images generated together.
+    pub batch_size: usize,
+    pub metrics: Vec<Metric>,
+    /// Prompts shown as rows of the sample grid (with up to 4 images each).
+    pub grid_prompts: usize,
+}
+
+/// The numbers of one model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// Mean of each computed metric.
+    pub values: BTreeMap<Metric, f64>,
+    /// Metrics not computed, with the reason.
+    pub skipped: BTreeMap<Metric, String>,
+    pub images: usize,
+}
+
+/// The initial latents of image `j` of prompt `i` (the same for every model and backend).
+pub fn eval_noise<B: Backend>(
+    seed: u64,
+    i: usize,
+    j: usize,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    NoiseRng::derive(seed, &[i as u64, j as u64]).tensor(shape, device)
+}
+
+/// Generates the spec's images with `sd` and scores them; writes `out/results.json` and
+/// `out/grid.png` (atomically).
+pub fn evaluate<B: Backend>(
+    sd: &StableDiffusion<B>,
+    spec: &EvalSpec,
+    rewards: &RewardsConfig,
+    out: &Path,
+    device: &B::Device,
+) -> Result<EvalResult> {
+    if spec.prompts.is_empty() || spec.images_per_prompt == 0 || spec.batch_size == 0 {
+        bail!("evaluation needs prompts, images per prompt ≥ 1 and batch size ≥ 1");
+    }
+    let mut result = EvalResult::default();
+    let mut scorers: Vec<(Metric, Box<dyn Reward<B>>)> = Vec::new();
+    for &m in &spec.metrics {
+        let kind = match m {
+            Metric::Aesthetic => RewardKind::Aesthetic,
+            Metric::Hps => RewardKind::Hps,
+            Metric::ClipScore | Metric::Fid => {
+                result
+                    .skipped
+                    .insert(m, "not implemented in this version of ril".into());
+                continue;
+            }
+            _ => continue,
+        };
+        let missing = match kind {
+            RewardKind::Aesthetic => rewards
+                .aesthetic_mlp
+                .is_none()
+                .then_some("rewards.aesthetic_mlp is not set"),
+            _ => (rewards.hps_weights.is_none() || rewards.hps_tokenizer.is_none())
+                .then_some("rewards.hps_weights / hps_tokenizer are not set"),
+        };
+        match missing {
+            Some(reason) => {
+                result.skipped.insert(m, reason.to_string());
+            }
+            None => scorers.push((m, rewards::build::build_reward::<B>(kind, rewards, device)?)),
+        }
+    }
+    let jobs: Vec<(usize, usize)> = (0..spec.prompts.len())
+        .flat_map(|i| (0..spec.images_per_prompt).map(move |j| (i, j)))
+        .collect();
+    let bar = indicatif::ProgressBar::new(jobs.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("eval [{bar:25}] {pos}/{len} images ({eta})")
+            .expect("template"),
+    );
+    let shape = [1, 4, spec.height / 8, spec.width / 8];
+    let mut sums: BTreeMap<Metric, f64> = BTreeMap::new();
+    let cols = spec.images_per_prompt.min(4);
+    let mut grid: Vec<Option<image::RgbImage>> =
+        vec![None; spec.grid_prompts.min(spec.prompts.len()) * cols];
+    for chunk in jobs.chunks(spec.batch_size) {
+        let prompts: Vec<String> = chunk
+            .iter()
+            .map(|&(i, _)| spec.prompts[i].clone())
+            .collect();
+        let latents = Tensor::cat(
+            chunk
+                .iter()
+                .map(|&(i, j)| eval_noise::<B>(spec.seed, i, j, shape, device))
+                .collect(),
+            0,
+        );
+        let req = SampleRequest {
+            prompts: prompts.clone(),
+            negative_prompts: Vec::new(),
+            height: spec.height,
+            width: spec.width,
+            steps: spec.steps,
+            guidance: spec.guidance,
+            eta: 0.0,
+            noise_seed: spec.seed,
+            latents: InitLatents::Given(latents),
+        };
+        let images = sd.sample(&req, device, |_, _| {})?;
+        for (m, scorer) in &scorers {
+            let s: Vec<f32> = scorer
+                .score(images.clone(), &prompts)?
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("f32");
+            *sums.entry(*m).or_default() += s.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        for (k, img) in to_rgb8(images)?.into_iter().enumerate() {
+            if spec.metrics.contains(&Metric::PngKb) {
+                *sums.entry(Metric::PngKb).or_default() += png_kb(&img)?;
+            }
+            if spec.metrics.contains(&Metric::JpegKb) {
+                *sums.entry(Metric::JpegKb).or_default() += jpeg_kb(&img, 80)?;
+            }
+            let (i, j) = chunk[k];
+            if i < spec.grid_prompts && j < cols {
+                grid[i * cols + j] = Some(img);
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish();
+    result.images = jobs.len();
+    for (m, s) in sums {
+        let mean = s / jobs.len() as f64;
+        if !mean.is_finite() {
+            bail!("metric {} is not finite ({mean})", m.name());
+        }
+        result.values.insert(m, mean);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let json = serde_json::json!({ "spec": spec, "result": result });
+    lora_group::io::write_atomic(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    if !grid.is_empty() {
+        save_grid(&grid, cols, &out.join("grid.png"))?;
+    }
+    Ok(result)
+}
+
+/// Tiles images row by row (`cols` per row) into one PNG, written atomically.
+pub fn save_grid(cells: &[Option<image::RgbImage>], cols: usize, path: &Path) -> Result<()> {
+    let (w, h) = cells
+        .iter()
+        .flatten()
+        .next()
+        .map(|i| i.dimensions())
+        .context("no image for the grid")?;
+    let rows = cells.len().div_ceil(cols);
+    let mut canvas = image::RgbImage::from_pixel(
+        w * cols as u32,
+        h * rows as u32,
+        image::Rgb([255, 255, 255]),
+    );
+    for (k, cell) in cells.iter().enumerate() {
+        if let Some(img) = cell {
+            image::imageops::replace(
+                &mut canvas,
+                img,
+                ((k % cols) as u32 * w) as i64,
+                ((k / cols) as u32 * h) as i64,
+            );
+        }
+    }
+    sd_model::pipeline::save_png(&canvas, path)
+}

@@ -1,0 +1,109 @@
+//! `ril eval`: generates the eval prompts' images with a model (plus LoRA files) from the same
+//! noise as every other model, and scores them.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use rid_trainer::TrainConfig;
+use rid_trainer::config::read_prompts;
+use ril_metrics::{EvalSpec, Metric, evaluate};
+use sd_model::StableDiffusion;
+
+pub const USAGE: &str = "\
+usage: ril eval --config RUN.toml [--lora FILE ...] [--prompts FILE] [--images-per-prompt N]
+                [--metrics LIST] [--batch N] [--grid-prompts N] --out DIR
+
+  The model, sampling, seed, reward weights and eval prompts come from the run config; --lora
+  applies task files (e.g. RUN/task-0-NAME/lora.safetensors) in order. Metrics: aesthetic, hps,
+  png_kb, jpeg_kb, clip_score, fid (default all; a metric that cannot be computed is reported as
+  skipped with the reason). Writes DIR/results.json and DIR/grid.png.";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (mut config, mut out, mut prompts) = (None, None, None);
+    let mut loras: Vec<PathBuf> = Vec::new();
+    let (mut per_prompt, mut batch, mut grid) = (1usize, 4usize, 4usize);
+    let mut metrics = Metric::ALL.to_vec();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--config" => config = Some(PathBuf::from(value()?)),
+            "--lora" => loras.push(value()?.into()),
+            "--prompts" => prompts = Some(PathBuf::from(value()?)),
+            "--images-per-prompt" => {
+                per_prompt = value()?.parse().context("--images-per-prompt")?
+            }
+            "--batch" => batch = value()?.parse().context("--batch")?,
+            "--grid-prompts" => grid = value()?.parse().context("--grid-prompts")?,
+            "--metrics" => metrics = Metric::parse_list(&value()?)?,
+            "--out" => out = Some(PathBuf::from(value()?)),
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    let config =
+        TrainConfig::from_file(&config.with_context(|| format!("--config is required\n{USAGE}"))?)?;
+    let out = out.with_context(|| format!("--out is required\n{USAGE}"))?;
+    if per_prompt == 0 || batch == 0 {
+        bail!("--images-per-prompt and --batch must be ≥ 1");
+    }
+    let prompts = read_prompts(prompts.as_ref().unwrap_or(&config.prompts.eval))?;
+    let s = &config.sampling;
+    let spec = EvalSpec {
+        prompts,
+        images_per_prompt: per_prompt,
+        seed: config.seed,
+        steps: s.steps,
+        guidance: s.guidance,
+        height: s.height,
+        width: s.width,
+        batch_size: batch,
+        metrics,
+        grid_prompts: grid,
+    };
+    match config.model.backend.as_str() {
+        "cuda" => eval_cuda(&config, &loras, &spec, &out),
+        _ => eval::<sd_model::backend::Cpu>(&config, &loras, &spec, &out, &Default::default()),
+    }
+}
+
+fn eval<B: Backend>(
+    config: &TrainConfig,
+    loras: &[PathBuf],
+    spec: &EvalSpec,
+    out: &std::path::Path,
+    device: &B::Device,
+) -> Result<()> {
+    let dir = sd_model::hub::resolve_model(&config.model.source)?;
+    let mut sd = StableDiffusion::<B>::load(&dir, device)?;
+    for l in loras {
+        lora_group::import_task(&mut sd.unet, l, "unet")?;
+    }
+    let result = evaluate(&sd, spec, &config.rewards, out, device)?;
+    for (m, v) in &result.values {
+        println!("{}\t{v:.6}", m.name());
+    }
+    for (m, why) in &result.skipped {
+        println!("{}\tskipped: {why}", m.name());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn eval_cuda(
+    config: &TrainConfig,
+    loras: &[PathBuf],
+    spec: &EvalSpec,
+    out: &std::path::Path,
+) -> Result<()> {
+    eval::<sd_model::backend::Cuda>(config, loras, spec, out, &Default::default())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn eval_cuda(_: &TrainConfig, _: &[PathBuf], _: &EvalSpec, _: &std::path::Path) -> Result<()> {
+    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+}
