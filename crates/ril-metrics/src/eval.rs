@@ -217,7 +217,7 @@ pub fn evaluate<B: Backend>(
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let json = serde_json::json!({ "spec": spec, "result": result });
-    lora_group::io::write_atomic(
+    sd_model::write_atomic(
         &out.join("results.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
