@@ -1,7 +1,8 @@
 //! Project automation as plain Rust (`cargo xtask ...`): the CI checks and the benchmarks against
-//! PyTorch; the experiment grid lands here next.
+//! PyTorch, and the paper's experiment grid.
 
 mod bench;
+mod experiment;
 
 use std::process::Command;
 
@@ -11,7 +12,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
   ci       run what .ci/run runs: fmt check, clippy (workspace, all targets, -D warnings),
            cargo check --features cuda, and the test command of README.md
-  bench    time sampling and training steps (see `cargo xtask bench --help`)";
+  bench       time sampling and training steps (see `cargo xtask bench --help`)
+  experiment  the paper's grid: all-orders | order AHC | report DIR (see --help)";
 
 fn cargo(args: &[&str]) -> Result<()> {
     let status = Command::new(env!("CARGO"))
@@ -45,6 +47,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("bench") => bench::run(&args[1..]),
+        Some("experiment") if args.iter().any(|a| a == "--help") => {
+            println!("{}", experiment::USAGE);
+            Ok(())
+        }
+        Some("experiment") => experiment::main(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

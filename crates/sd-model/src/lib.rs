@@ -16,9 +16,9 @@ pub mod unet;
 pub mod vae;
 
 pub use clip::{ClipTextConfig, ClipTextModel};
+pub use ddim::{DdimConfig, DdimScheduler};
 /// Atomic file writes (temp file + rename), shared by every crate that writes results.
 pub use lora_group::io::write_atomic;
-pub use ddim::{DdimConfig, DdimScheduler};
 pub use pipeline::{InitLatents, SampleRequest, StableDiffusion};
 pub use tokenizer::ClipTokenizer;
 pub use unet::{UNet2DConditionModel, UNetConfig};

@@ -1,0 +1,437 @@
+//! `cargo xtask experiment`: the paper's grid — every order of (aesthetic, HPS, compressibility)
+//! × {baseline, RID} — trained with `ril train`, evaluated after every task with `ril eval` (the
+//! same noise for every model), and reported as tables; resumable (a finished cell is skipped,
+//! an interrupted one resumes from its checkpoint).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use rid_trainer::TrainConfig;
+use rid_trainer::config::{Method, RewardKind};
+use ril_metrics::eval::{EvalResult, Metric};
+use serde_json::{Value, json};
+
+pub const USAGE: &str = "\
+usage: cargo xtask experiment all-orders [--preset tiny|paper] [--out DIR] [--dry-run]
+       cargo xtask experiment order AHC [--method rid|baseline] [--preset tiny|paper] [--out DIR]
+       cargo xtask experiment report DIR
+
+  Cells: METHOD-ORDER (e.g. rid-AHC). Each cell trains the order with configs/PRESET/METHOD.toml's
+  values (tiny: configs/tiny/*-ahc.toml), evaluates the base model once and the model after every
+  task, and writes DIR/METHOD-ORDER/table2.{md,csv}; the grid writes DIR/results.json and
+  DIR/table3.{md,csv} (final stage of every cell, forgetting in parentheses, averages per method).";
+
+const ORDERS: [&str; 6] = ["AHC", "ACH", "HAC", "HCA", "CAH", "CHA"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+fn base_config(preset: &str, method: Method) -> Result<TrainConfig> {
+    let name = match (preset, method) {
+        ("tiny", Method::Rid) => "configs/tiny/rid-ahc.toml",
+        ("tiny", Method::Baseline) => "configs/tiny/baseline-ahc.toml",
+        ("paper", Method::Rid) => "configs/paper/rid.toml",
+        ("paper", Method::Baseline) => "configs/paper/baseline.toml",
+        _ => bail!("unknown preset {preset} (tiny or paper)"),
+    };
+    TrainConfig::from_file(&root().join(name))
+}
+
+fn letter(k: RewardKind) -> char {
+    match k {
+        RewardKind::Aesthetic => 'A',
+        RewardKind::Hps => 'H',
+        RewardKind::Compress => 'C',
+        RewardKind::Joint => 'J',
+    }
+}
+
+/// The config of one cell: the base's tasks in `order`, output in `dir`.
+fn cell_config(preset: &str, method: Method, order: &str, dir: &Path) -> Result<TrainConfig> {
+    let mut c = base_config(preset, method)?;
+    let mut tasks = Vec::new();
+    for l in order.chars() {
+        let t = c
+            .tasks
+            .iter()
+            .find(|t| letter(t.reward) == l)
+            .with_context(|| format!("order {order}: no task with reward {l} in the preset"))?;
+        tasks.push(t.clone());
+    }
+    c.tasks = tasks;
+    c.output = dir.join("run");
+    Ok(c)
+}
+
+fn ril_binary(preset: &str, backend: &str) -> Result<PathBuf> {
+    let mut build = Command::new(env!("CARGO"));
+    build.current_dir(root()).args(["build", "--bin", "ril"]);
+    let release = preset == "paper";
+    if release {
+        build.arg("--release");
+    }
+    if backend == "cuda" {
+        build.args(["--features", "cuda"]);
+    }
+    run(&mut build)?;
+    Ok(root().join(if release {
+        "target/release/ril"
+    } else {
+        "target/debug/ril"
+    }))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let s = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !s.success() {
+        bail!("{cmd:?} failed ({s})");
+    }
+    Ok(())
+}
+
+fn read_result(dir: &Path) -> Result<EvalResult> {
+    let text = std::fs::read_to_string(dir.join("results.json"))
+        .with_context(|| format!("no results in {}", dir.display()))?;
+    let v: Value = serde_json::from_str(&text)?;
+    Ok(serde_json::from_value(v["result"].clone())?)
+}
+
+/// Trains and evaluates one cell; returns its stages (name, result).
+fn run_cell(
+    ril: &Path,
+    preset: &str,
+    method: Method,
+    order: &str,
+    out: &Path,
+) -> Result<Vec<(String, EvalResult)>> {
+    let id = format!("{}-{order}", method_name(method));
+    let dir = out.join(&id);
+    std::fs::create_dir_all(&dir)?;
+    let config = cell_config(preset, method, order, &dir)?;
+    let cfg_path = dir.join("config.toml");
+    sd_model::write_atomic(&cfg_path, toml::to_string(&config)?.as_bytes())?;
+    let done = |k: usize| {
+        config
+            .output
+            .join(format!("task-{k}-{}", config.tasks[k].name))
+            .join("lora.safetensors")
+            .is_file()
+            && rid_trainer::checkpoint::load::<sd_model::backend::Cpu>(
+                &config.output.join(format!(
+                    "task-{k}-{}/checkpoint.safetensors",
+                    config.tasks[k].name
+                )),
+                &Default::default(),
+            )
+            .map(|c| c.state.done)
+            .unwrap_or(false)
+    };
+    if !(0..config.tasks.len()).all(done) {
+        let mut cmd = Command::new(ril);
+        cmd.args(["train", "--config"]).arg(&cfg_path);
+        if config.output.join("config.json").is_file() {
+            cmd.arg("--resume");
+        }
+        run(&mut cmd)?;
+    }
+    let base = out.join("eval-base");
+    if !base.join("results.json").is_file() {
+        run(Command::new(ril)
+            .args(["eval", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(&base))?;
+    }
+    let mut stages = vec![("SD".to_string(), read_result(&base)?)];
+    let mut loras = Vec::new();
+    for (k, t) in config.tasks.iter().enumerate() {
+        loras.push(
+            config
+                .output
+                .join(format!("task-{k}-{}/lora.safetensors", t.name)),
+        );
+        let e = dir.join(format!("eval-stage-{}", k + 1));
+        if !e.join("results.json").is_file() {
+            let mut cmd = Command::new(ril);
+            cmd.args(["eval", "--config"])
+                .arg(&cfg_path)
+                .arg("--out")
+                .arg(&e);
+            for l in &loras {
+                cmd.arg("--lora").arg(l);
+            }
+            run(&mut cmd)?;
+        }
+        stages.push((format!("+{}", letter(t.reward)), read_result(&e)?));
+    }
+    let (md, csv) = ril_metrics::report::stage_table(&stages, &metrics())?;
+    sd_model::write_atomic(&dir.join("table2.md"), format!("# {id}\n\n{md}").as_bytes())?;
+    sd_model::write_atomic(&dir.join("table2.csv"), csv.as_bytes())?;
+    Ok(stages)
+}
+
+fn metrics() -> Vec<Metric> {
+    vec![
+        Metric::Aesthetic,
+        Metric::Hps,
+        Metric::PngKb,
+        Metric::JpegKb,
+    ]
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Rid => "rid",
+        Method::Baseline => "baseline",
+    }
+}
+
+/// DIR/results.json, table3.{md,csv} from every finished cell's stages.
+fn write_grid_report(out: &Path, cells: &[(String, Vec<(String, EvalResult)>)]) -> Result<()> {
+    let ms = metrics();
+    let mut md = String::from("| cell |");
+    let mut csv = String::from("cell");
+    for m in &ms {
+        md.push_str(&format!(" {} |", m.name()));
+        csv.push_str(&format!(",{0},{0}_forgetting", m.name()));
+    }
+    md.push_str(&format!("\n|---|{}\n", "---|".repeat(ms.len())));
+    csv.push('\n');
+    let mut sums: std::collections::BTreeMap<(String, Metric), (f64, f64, usize)> =
+        Default::default();
+    for (id, stages) in cells {
+        md.push_str(&format!("| {id} |"));
+        csv.push_str(id);
+        for m in &ms {
+            let values: Option<Vec<f64>> = stages
+                .iter()
+                .map(|(_, r)| r.values.get(m).copied())
+                .collect();
+            match values {
+                Some(v) => {
+                    let f = ril_metrics::forgetting(&v, m.direction())?;
+                    let (last, fl) = (v[v.len() - 1], f[f.len() - 1]);
+                    md.push_str(&format!(" {last:.4} ({fl:.4}) |"));
+                    csv.push_str(&format!(",{last},{fl}"));
+                    let method = id.split('-').next().unwrap_or("").to_string();
+                    let e = sums.entry((method, *m)).or_insert((0.0, 0.0, 0));
+                    *e = (e.0 + last, e.1 + fl, e.2 + 1);
+                }
+                None => {
+                    md.push_str(" – |");
+                    csv.push_str(",,");
+                }
+            }
+        }
+        md.push('\n');
+        csv.push('\n');
+    }
+    for method in ["baseline", "rid"] {
+        if !sums.keys().any(|(k, _)| k == method) {
+            continue;
+        }
+        md.push_str(&format!("| {method} average |"));
+        csv.push_str(&format!("{method}_average"));
+        for m in &ms {
+            match sums.get(&(method.to_string(), *m)) {
+                Some((v, f, n)) => {
+                    md.push_str(&format!(" {:.4} ({:.4}) |", v / *n as f64, f / *n as f64));
+                    csv.push_str(&format!(",{},{}", v / *n as f64, f / *n as f64));
+                }
+                None => {
+                    md.push_str(" – |");
+                    csv.push_str(",,");
+                }
+            }
+        }
+        md.push('\n');
+        csv.push('\n');
+    }
+    if let Some((_, stages)) = cells.first() {
+        let (_, base) = &stages[0];
+        md.push_str("| SD 1.x (base) |");
+        for m in &ms {
+            md.push_str(
+                &base
+                    .values
+                    .get(m)
+                    .map(|v| format!(" {v:.4} |"))
+                    .unwrap_or_else(|| " – |".into()),
+            );
+        }
+        md.push('\n');
+    }
+    let results = json!({
+        "cells": cells.iter().map(|(id, st)| json!({ "cell": id, "stages": st.iter().map(|(n, r)| json!({"stage": n, "result": r})).collect::<Vec<_>>() })).collect::<Vec<_>>(),
+    });
+    sd_model::write_atomic(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&results)?.as_bytes(),
+    )?;
+    sd_model::write_atomic(
+        &out.join("table3.md"),
+        format!("# Final stage of every cell (forgetting in parentheses)\n\n{md}").as_bytes(),
+    )?;
+    sd_model::write_atomic(&out.join("table3.csv"), csv.as_bytes())?;
+    println!("{md}");
+    Ok(())
+}
+
+fn status(out: &Path, cells: &[(Method, &str)]) {
+    println!("grid status in {}:", out.display());
+    for (m, o) in cells {
+        let id = format!("{}-{o}", method_name(*m));
+        let dir = out.join(&id);
+        let state = if dir.join("table2.md").is_file() {
+            "done"
+        } else if dir.join("run/config.json").is_file() {
+            "started"
+        } else {
+            "pending"
+        };
+        println!("  {id:14} {state}");
+    }
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let mut it = args.iter();
+    let sub = it.next().cloned().unwrap_or_default();
+    let mut order = None;
+    let (mut preset, mut method, mut dry) = ("tiny".to_string(), None, false);
+    let mut out: Option<PathBuf> = None;
+    if sub == "order" {
+        order = Some(
+            it.next()
+                .context("experiment order needs an order such as AHC")?
+                .to_uppercase(),
+        );
+    }
+    if sub == "report" {
+        let dir = PathBuf::from(it.next().context("experiment report needs DIR")?);
+        return report(&dir);
+    }
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--preset" => preset = value()?,
+            "--method" => {
+                method = Some(match value()?.as_str() {
+                    "rid" => Method::Rid,
+                    "baseline" => Method::Baseline,
+                    other => bail!("--method must be rid or baseline, got {other}"),
+                })
+            }
+            "--out" => out = Some(value()?.into()),
+            "--dry-run" => dry = true,
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    let cells: Vec<(Method, &str)> = match (sub.as_str(), &order) {
+        ("all-orders", _) => [Method::Baseline, Method::Rid]
+            .iter()
+            .flat_map(|m| ORDERS.iter().map(move |o| (*m, *o)))
+            .collect(),
+        ("order", Some(o)) => {
+            if o.len() != 3 || !"AHC".chars().all(|c| o.contains(c)) {
+                bail!("an order is a permutation of A, H and C, got {o}");
+            }
+            let o: &'static str = Box::leak(o.clone().into_boxed_str());
+            vec![(method.unwrap_or(Method::Rid), o)]
+        }
+        _ => bail!("{USAGE}"),
+    };
+    let out = out.unwrap_or_else(|| root().join(format!("runs/grid-{preset}")));
+    std::fs::create_dir_all(&out)?;
+    let out = out.canonicalize()?;
+    status(&out, &cells);
+    if dry {
+        for (m, o) in &cells {
+            let c = cell_config(
+                &preset,
+                *m,
+                o,
+                &out.join(format!("{}-{o}", method_name(*m))),
+            )?;
+            let steps: usize = c.tasks.iter().map(|t| t.epochs * t.steps_per_epoch).sum();
+            let images: usize = c
+                .tasks
+                .iter()
+                .map(|t| t.epochs * t.steps_per_epoch * t.batch_size)
+                .sum();
+            println!(
+                "  {}-{o}: {} tasks [{}], {steps} optimiser steps, {images} training images, {} DDIM steps each, {}x{}",
+                method_name(*m),
+                c.tasks.len(),
+                c.tasks
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
+                c.sampling.steps,
+                c.sampling.width,
+                c.sampling.height
+            );
+        }
+        return Ok(());
+    }
+    let backend = base_config(&preset, Method::Rid)?.model.backend;
+    let ril = ril_binary(&preset, &backend)?;
+    let mut results = Vec::new();
+    for (m, o) in &cells {
+        let t0 = Instant::now();
+        let stages = run_cell(&ril, &preset, *m, o, &out)?;
+        println!(
+            "{}-{o}: done in {:.1} s",
+            method_name(*m),
+            t0.elapsed().as_secs_f64()
+        );
+        results.push((format!("{}-{o}", method_name(*m)), stages));
+    }
+    write_grid_report(&out, &results)?;
+    status(&out, &cells);
+    Ok(())
+}
+
+/// Re-renders DIR's tables from the cells' evaluation results.
+fn report(dir: &Path) -> Result<()> {
+    let mut cells = Vec::new();
+    for m in [Method::Baseline, Method::Rid] {
+        for o in ORDERS {
+            let id = format!("{}-{o}", method_name(m));
+            let cell = dir.join(&id);
+            if !cell.join("table2.md").is_file() {
+                continue;
+            }
+            let mut stages = vec![("SD".to_string(), read_result(&dir.join("eval-base"))?)];
+            for (k, l) in o.chars().enumerate() {
+                stages.push((
+                    format!("+{l}"),
+                    read_result(&cell.join(format!("eval-stage-{}", k + 1)))?,
+                ));
+            }
+            let (md, csv) = ril_metrics::report::stage_table(&stages, &metrics())?;
+            sd_model::write_atomic(
+                &cell.join("table2.md"),
+                format!("# {id}\n\n{md}").as_bytes(),
+            )?;
+            sd_model::write_atomic(&cell.join("table2.csv"), csv.as_bytes())?;
+            cells.push((id, stages));
+        }
+    }
+    if cells.is_empty() {
+        bail!("{} holds no finished cell", dir.display());
+    }
+    write_grid_report(dir, &cells)
+}
