@@ -122,6 +122,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         Some("soup") => crate::soup::run(&args[1..]),
         Some("bench") => crate::bench::run(&args[1..]),
         Some("eval") => crate::eval::run(&args[1..]),
+        Some("fid") => crate::fid::run(&args[1..]),
         Some("score") => {
             let a = crate::score::parse(&args[1..])?;
             crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())

@@ -12,18 +12,22 @@ use sd_model::StableDiffusion;
 
 pub const USAGE: &str = "\
 usage: ril eval --config RUN.toml [--lora FILE ...] [--prompts FILE] [--images-per-prompt N]
-                [--metrics LIST] [--batch N] [--grid-prompts N] --out DIR
+                [--metrics LIST] [--batch N] [--grid-prompts N]
+                [--fid-reference DIR [--fid-weights FILE | --fid-hash-weights]] --out DIR
 
   The model, sampling, seed, reward weights and eval prompts come from the run config; --lora
   applies task files (e.g. RUN/task-0-NAME/lora.safetensors) in order. Metrics: aesthetic, hps,
   png_kb, jpeg_kb, clip_score, fid (default all; a metric that cannot be computed is reported as
-  skipped with the reason). Writes DIR/results.json and DIR/grid.png.";
+  skipped with the reason). FID compares with the real images of --fid-reference (statistics
+  cached there) using pytorch-fid's Inception weights (--fid-weights) or deterministic hash
+  weights (--fid-hash-weights). Writes DIR/results.json and DIR/grid.png.";
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut config, mut out, mut prompts) = (None, None, None);
     let mut loras: Vec<PathBuf> = Vec::new();
     let (mut per_prompt, mut batch, mut grid) = (1usize, 4usize, 4usize);
     let mut metrics = Metric::ALL.to_vec();
+    let (mut fid_reference, mut fid_weights, mut fid_hash) = (None, None, false);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -42,6 +46,9 @@ pub fn run(args: &[String]) -> Result<()> {
             "--grid-prompts" => grid = value()?.parse().context("--grid-prompts")?,
             "--metrics" => metrics = Metric::parse_list(&value()?)?,
             "--out" => out = Some(PathBuf::from(value()?)),
+            "--fid-reference" => fid_reference = Some(PathBuf::from(value()?)),
+            "--fid-weights" => fid_weights = Some(PathBuf::from(value()?)),
+            "--fid-hash-weights" => fid_hash = true,
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -64,6 +71,16 @@ pub fn run(args: &[String]) -> Result<()> {
         batch_size: batch,
         metrics,
         grid_prompts: grid,
+        fid: match (fid_reference, &fid_weights, fid_hash) {
+            (None, _, _) => None,
+            (Some(_), None, false) => {
+                bail!("--fid-reference needs --fid-weights FILE or --fid-hash-weights")
+            }
+            (Some(reference), w, _) => Some(ril_metrics::eval::FidSpec {
+                reference,
+                weights: w.clone(),
+            }),
+        },
     };
     match config.model.backend.as_str() {
         "cuda" => eval_cuda(&config, &loras, &spec, &out),

@@ -33,6 +33,11 @@ The `rewards` crate's fixtures (crates/rewards/tests/fixtures/, about 2.8 MB: ti
 weights, HPS_tiny.pt, torchvision Resize, AlignProp aesthetic, HPSv2 and kornia JPEG references) are
 written by the separate script tools/parity/make_reward_fixtures.py (not called from main() below).
 
+The `ril-metrics` crate's FID fixtures (crates/ril-metrics/tests/fixtures/fid.safetensors, about 0.38 MB:
+pytorch-fid 0.3.0 InceptionV3 features with deterministic FNV-1a/splitmix64 "hash" weights that the
+Rust tests regenerate, and Fréchet distances) and the key list tools/parity/fid_keys.txt are written
+by the separate script tools/parity/make_fid_fixtures.py (not called from main() below either).
+
 Tensor names, shapes and dtypes are printed when the script runs (see `describe` output) and are
 documented next to each `save(...)` call below.
 

@@ -83,6 +83,18 @@ pub struct EvalSpec {
     pub metrics: Vec<Metric>,
     /// Prompts shown as rows of the sample grid (with up to 4 images each).
     pub grid_prompts: usize,
+    /// FID against a folder of real images (None: FID is skipped).
+    pub fid: Option<FidSpec>,
+}
+
+/// The reference set and network of FID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FidSpec {
+    /// A folder of real images (its statistics are cached in it).
+    pub reference: std::path::PathBuf,
+    /// pytorch-fid's Inception weights; None uses the deterministic hash weights (values
+    /// comparable only with each other).
+    pub weights: Option<std::path::PathBuf>,
 }
 
 /// The numbers of one model.
@@ -147,6 +159,21 @@ pub fn evaluate<B: Backend>(
             None => scorers.push((m, rewards::build::build_reward::<B>(kind, rewards, device)?)),
         }
     }
+    let fid = match (&spec.fid, spec.metrics.contains(&Metric::Fid)) {
+        (Some(f), true) => {
+            let model = crate::fid::inception::<B>(f.weights.as_deref(), device)?;
+            let reference = crate::fid::folder_stats(
+                &model,
+                f.weights.as_deref(),
+                &f.reference,
+                spec.batch_size,
+                device,
+            )?;
+            Some((model, reference))
+        }
+        _ => None,
+    };
+    let mut fid_features: Vec<f32> = Vec::new();
     let jobs: Vec<(usize, usize)> = (0..spec.prompts.len())
         .flat_map(|i| (0..spec.images_per_prompt).map(move |j| (i, j)))
         .collect();
@@ -183,6 +210,10 @@ pub fn evaluate<B: Backend>(
             latents: InitLatents::Given(latents),
         };
         let images = sd.sample(&req, device, |_, _| {})?;
+        if let Some((model, _)) = &fid {
+            let x = ((images.clone() + 1.0) / 2.0).clamp(0.0, 1.0);
+            fid_features.extend(crate::fid::features(model, x, spec.batch_size));
+        }
         for (m, scorer) in &scorers {
             let s: Vec<f32> = scorer
                 .score(images.clone(), &prompts)?
@@ -208,6 +239,13 @@ pub fn evaluate<B: Backend>(
     }
     bar.finish();
     result.images = jobs.len();
+    if let Some((_, reference)) = &fid {
+        let generated = crate::fid::Stats::from_features(&fid_features, 2048)?;
+        result.values.insert(
+            Metric::Fid,
+            crate::fid::frechet_distance(&generated, reference)?,
+        );
+    }
     for (m, s) in sums {
         let mean = s / jobs.len() as f64;
         if !mean.is_finite() {

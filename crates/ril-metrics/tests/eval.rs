@@ -48,6 +48,7 @@ fn spec(batch: usize) -> EvalSpec {
         batch_size: batch,
         metrics: Metric::ALL.to_vec(),
         grid_prompts: 2,
+        fid: None,
     }
 }
 
@@ -111,4 +112,43 @@ fn eval_noise_is_the_same_for_every_model_and_distinct_per_image() {
     assert_eq!(n(0, 1), n(0, 1));
     assert_ne!(n(0, 1), n(1, 0));
     assert_ne!(n(0, 0), n(0, 1));
+}
+
+#[test]
+fn fid_against_a_reference_folder_is_computed_when_asked() {
+    let device = Default::default();
+    let sd = StableDiffusion::<B>::load(
+        &root().join("crates/sd-model/tests/fixtures/tiny-sd"),
+        &device,
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("ril-eval-fid-{}", std::process::id()));
+    let reference = dir.join("real");
+    std::fs::create_dir_all(&reference).unwrap();
+    for i in 0..3u8 {
+        image::RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([x as u8 * 3, y as u8 * 2 + i * 50, 128])
+        })
+        .save(reference.join(format!("{i}.png")))
+        .unwrap();
+    }
+    let mut s = spec(4);
+    s.metrics = vec![Metric::Fid, Metric::PngKb];
+    s.images_per_prompt = 1;
+    s.fid = Some(ril_metrics::eval::FidSpec {
+        reference: reference.clone(),
+        weights: None,
+    });
+    let r = evaluate(
+        &sd,
+        &s,
+        &RewardsConfig::default(),
+        &dir.join("out"),
+        &device,
+    )
+    .unwrap();
+    let fid = r.values[&Metric::Fid];
+    assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    assert!(reference.join(".ril-fid-stats.safetensors").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -304,7 +304,27 @@ pub struct Weights {
     entries: BTreeMap<String, WeightEntry>,
 }
 
+impl WeightEntry {
+    /// A float tensor of `shape` produced on demand by `data` (e.g. generated weights).
+    pub fn lazy(shape: Vec<usize>, data: impl Fn() -> TensorData + 'static) -> Self {
+        Self {
+            shape,
+            dtype: "F32".into(),
+            float: true,
+            data: Rc::new(move || Ok(data())),
+        }
+    }
+}
+
 impl Weights {
+    /// A weight source from entries; `label` names it in errors (a path or a description).
+    pub fn from_entries(label: impl Into<PathBuf>, entries: BTreeMap<String, WeightEntry>) -> Self {
+        Self {
+            path: label.into(),
+            entries,
+        }
+    }
+
     /// Opens `path` by extension: `.safetensors`, or a PyTorch pickle (`.pt`, `.pth`, `.bin`,
     /// `.ckpt`) read without executing any code (only plain tensor rebuilding is understood;
     /// anything else is an error). `top_level_key` selects a nested dict such as `state_dict`.

@@ -1,0 +1,112 @@
+//! `ril fid` on image folders: a distance is computed, the real folder's statistics are cached,
+//! and bad folders fail with a clear message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn ril(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_ril"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+fn folder(root: &Path, name: &str, n: usize, seed: u32, size: u32) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = seed;
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(size, size, |x, y| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            image::Rgb([
+                (state >> 24) as u8,
+                (x * 7) as u8,
+                (y * 5 + i as u32 * 40) as u8,
+            ])
+        });
+        img.save(dir.join(format!("{i:02}.png"))).unwrap();
+    }
+    dir
+}
+
+fn fid_value(stdout: &str) -> f64 {
+    stdout
+        .trim()
+        .strip_prefix("FID: ")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn fid_between_folders_caches_reference_statistics_and_refuses_bad_folders() {
+    let root = std::env::temp_dir().join(format!("ril-fid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (a, b) = (folder(&root, "a", 4, 1, 32), folder(&root, "b", 3, 99, 32));
+    // (A set against itself is at distance 0: the library test checks it on small statistics;
+    // here every FID costs two 2048x2048 eigen-decompositions, about 10 s each.)
+    let (ok, out, err) = ril(&[
+        "fid",
+        "--real",
+        a.to_str().unwrap(),
+        "--fake",
+        b.to_str().unwrap(),
+        "--hash-weights",
+    ]);
+    assert!(ok, "{err}");
+    assert!(fid_value(&out) > 0.0, "{out}");
+    let (_, meta) = ril_metrics::fid::Stats::load(&a.join(".ril-fid-stats.safetensors")).unwrap();
+    assert_eq!(
+        meta["weights"], "hash-weights",
+        "the real folder's statistics are cached"
+    );
+    // Bad input.
+    let one = folder(&root, "one", 1, 5, 32);
+    let (ok, _, err) = ril(&[
+        "fid",
+        "--real",
+        one.to_str().unwrap(),
+        "--fake",
+        b.to_str().unwrap(),
+        "--hash-weights",
+    ]);
+    assert!(!ok && err.contains("at least two"), "{err}");
+    let mixed = folder(&root, "mixed", 2, 5, 32);
+    image::RgbImage::new(16, 16)
+        .save(mixed.join("zz.png"))
+        .unwrap();
+    let (ok, _, err) = ril(&[
+        "fid",
+        "--real",
+        mixed.to_str().unwrap(),
+        "--fake",
+        b.to_str().unwrap(),
+        "--hash-weights",
+    ]);
+    assert!(!ok && err.contains("different sizes"), "{err}");
+    let corrupt = folder(&root, "corrupt", 2, 5, 32);
+    std::fs::write(corrupt.join("bad.png"), b"nope").unwrap();
+    let (ok, _, err) = ril(&[
+        "fid",
+        "--real",
+        corrupt.to_str().unwrap(),
+        "--fake",
+        b.to_str().unwrap(),
+        "--hash-weights",
+    ]);
+    assert!(!ok && err.contains("bad.png"), "{err}");
+    let (ok, _, err) = ril(&[
+        "fid",
+        "--real",
+        a.to_str().unwrap(),
+        "--fake",
+        b.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("--weights"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
