@@ -5,6 +5,9 @@ is a committed fixture). Not run by CI (it needs PyTorch); run it after changing
 
   cargo run -p sd-model --example export_lora -- /tmp/ril-lora
   /tmp/parity-venv/bin/python tools/parity/check_ril_lora.py /tmp/ril-lora
+  # LoRA on the 1x1-convolution projections (peft's Conv2d LoRA layout, [r, in, 1, 1]):
+  cargo run -p sd-model --example export_lora -- /tmp/ril-lora-conv '.*\.proj_(in|out)'
+  /tmp/parity-venv/bin/python tools/parity/check_ril_lora.py /tmp/ril-lora-conv
 
 Versions: tools/parity/requirements.txt.
 """

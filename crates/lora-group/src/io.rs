@@ -118,7 +118,10 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
     model.visit_lora(&mut |layer_path, layer| {
         for pair in layer.lora.iter().filter(|p| p.task == task) {
             for (name, t) in [("lora_A", pair.lora_A.val()), ("lora_B", pair.lora_B.val())] {
-                let dims = t.dims().to_vec();
+                let mut dims = t.dims().to_vec();
+                if layer.conv1x1 {
+                    dims.extend([1, 1]);
+                }
                 let values: Vec<f32> = t
                     .into_data()
                     .convert::<f32>()
@@ -268,9 +271,16 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
                 "{display}: key `{key}` is not a LoRA weight (expected ...lora_A.weight / ...lora_B.weight)"
             );
         };
-        let shape = view.shape().to_vec();
+        let mut shape = view.shape().to_vec();
+        // peft's Conv2d LoRA on a 1×1 convolution stores [r, in, 1, 1] / [out, r, 1, 1].
+        if shape.len() == 4 && shape[2..] == [1, 1] {
+            shape.truncate(2);
+        }
         if shape.len() != 2 {
-            bail!("{display}: key `{key}` has shape {shape:?}, expected a matrix");
+            bail!(
+                "{display}: key `{key}` has shape {:?}, expected a matrix (or a 1x1 kernel)",
+                view.shape()
+            );
         }
         let data = tensor_data(view.dtype(), &shape, view.data())
             .with_context(|| format!("{display}: key `{key}`"))?;

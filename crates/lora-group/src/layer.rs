@@ -79,6 +79,9 @@ pub struct LoraLinear<B: Backend> {
     pub lora: Vec<LoraPair<B>>,
     /// Whether the pairs are folded into `base` (then they are skipped in `forward`).
     pub merged: bool,
+    /// The layer is a 1×1 convolution in the checkpoint (a Linear over channels here): its LoRA
+    /// files hold `[r, in, 1, 1]` / `[out, r, 1, 1]`, as peft's Conv2d LoRA.
+    pub conv1x1: bool,
 }
 
 impl<B: Backend> LoraLinear<B> {
@@ -88,6 +91,16 @@ impl<B: Backend> LoraLinear<B> {
             base,
             lora: Vec::new(),
             merged: false,
+            conv1x1: false,
+        }
+    }
+
+    /// Wraps a 1×1 convolution held as a Linear over channels (same weights, `[o, i, 1, 1]` in
+    /// checkpoints).
+    pub fn conv1x1(base: Linear<B>) -> Self {
+        Self {
+            conv1x1: true,
+            ..Self::new(base)
         }
     }
 

@@ -1,7 +1,7 @@
-//! Writes a LoRA file with ril (a task on the tiny UNet's cross-attention keys and values, rank
-//! 4, alpha 8, random non-zero weights) and the UNet output with it on the parity inputs, for
-//! tools/parity/check_ril_lora.py to load in diffusers and compare:
-//! `cargo run -p sd-model --example export_lora -- OUT_DIR`.
+//! Writes a LoRA file with ril (a task on the tiny UNet's layers matching PATTERN, default the
+//! cross-attention keys and values; rank 4, alpha 8, random non-zero weights) and the UNet output
+//! with it on the parity inputs, for tools/parity/check_ril_lora.py to load in diffusers and
+//! compare: `cargo run -p sd-model --example export_lora -- OUT_DIR [PATTERN]`.
 
 use std::path::PathBuf;
 
@@ -24,7 +24,10 @@ fn main() -> Result<()> {
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let device = Default::default();
     let mut unet = load_unet::<Cpu>(&fixtures.join("tiny-sd/unet"), &device)?;
-    let targets = Targets::pattern(r".*attn2\.to_(k|v)")?;
+    let pattern = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| r".*attn2\.to_(k|v)".into());
+    let targets = Targets::pattern(&pattern)?;
     let (task, layers) = push_task(&mut unet, &targets, 4, 8.0)?;
     let mut rng = NoiseRng::new(7);
     unet.visit_lora_mut(&mut |_, layer| {

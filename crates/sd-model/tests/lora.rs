@@ -421,3 +421,52 @@ fn soup_file_holds_exactly_the_weighted_sum_of_updates() {
     assert!(err.contains("sum to 1.1"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn conv_1x1_projections_take_pairs_exported_in_peft_conv_layout() {
+    let dir = scratch("lora-conv");
+    let mut model = unet::<B>();
+    let (task, layers) = push_task(
+        &mut model,
+        &Targets::pattern(r".*\.proj_(in|out)").unwrap(),
+        2,
+        4.0,
+    )
+    .unwrap();
+    // 16 transformers (3 + 3 + 9 up + 1 mid) x (proj_in, proj_out).
+    assert_eq!((task, layers), (0, 32));
+    let base = values(forward(&model));
+    let mut rng = sd_model::noise::NoiseRng::new(3);
+    model.visit_lora_mut(&mut |_, l| {
+        for p in &mut l.lora {
+            let [o, r] = p.lora_B.val().dims();
+            p.lora_B = burn::module::Param::from_tensor(
+                rng.tensor::<B, 2>([o, r], &Default::default()) * 0.1,
+            );
+        }
+    });
+    let adapted = values(forward(&model));
+    assert!(
+        adapted.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-3),
+        "the pairs change the output"
+    );
+    let out = dir.join("conv.safetensors");
+    export_task(&model, 0, "unet", &out).unwrap();
+    let entries = read_raw(&out);
+    let a = entries
+        .iter()
+        .find(|e| e.name == "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight")
+        .unwrap();
+    let b = entries
+        .iter()
+        .find(|e| e.name == "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight")
+        .unwrap();
+    assert_eq!(
+        (a.shape.clone(), b.shape.clone()),
+        (vec![2, 8, 1, 1], vec![8, 2, 1, 1])
+    );
+    let mut again = unet::<B>();
+    import_task(&mut again, &out, "unet").unwrap();
+    assert_eq!(values(forward(&again)), adapted);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

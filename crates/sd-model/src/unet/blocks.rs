@@ -14,6 +14,8 @@ pub struct CrossAttn {
     pub heads: usize,
     pub transformer_layers: usize,
     pub cross_attention_dim: usize,
+    /// `use_linear_projection` (Linear proj_in/proj_out in checkpoints; else 1×1 convs).
+    pub linear_projection: bool,
 }
 
 fn transformer<B: Backend>(
@@ -29,6 +31,7 @@ fn transformer<B: Backend>(
         attn.transformer_layers,
         attn.cross_attention_dim,
         groups,
+        attn.linear_projection,
         device,
     )
 }

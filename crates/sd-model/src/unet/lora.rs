@@ -1,5 +1,6 @@
-//! The UNet's LoRA-capable layers for `lora-group`: the attention projections of every
-//! transformer block, listed with their checkpoint paths.
+//! The UNet's LoRA-capable layers for `lora-group`: every transformer's proj_in / proj_out (1×1
+//! convolutions in SD 1.x checkpoints) and the attention projections of its blocks, listed with
+//! their checkpoint paths.
 
 use burn::prelude::*;
 use lora_group::{LoraLinear, LoraModel};
@@ -32,6 +33,8 @@ macro_rules! for_each_transformer {
 
 impl<B: Backend> Transformer2DModel<B> {
     fn visit_lora(&self, prefix: &str, f: &mut dyn FnMut(&str, &LoraLinear<B>)) {
+        f(&format!("{prefix}.proj_in"), &self.proj_in);
+        f(&format!("{prefix}.proj_out"), &self.proj_out);
         for (k, tb) in self.transformer_blocks.iter().enumerate() {
             tb.attn1
                 .visit_lora(&format!("{prefix}.transformer_blocks.{k}.attn1"), f);
@@ -41,6 +44,8 @@ impl<B: Backend> Transformer2DModel<B> {
     }
 
     fn visit_lora_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut LoraLinear<B>)) {
+        f(&format!("{prefix}.proj_in"), &mut self.proj_in);
+        f(&format!("{prefix}.proj_out"), &mut self.proj_out);
         for (k, tb) in self.transformer_blocks.iter_mut().enumerate() {
             tb.attn1
                 .visit_lora_mut(&format!("{prefix}.transformer_blocks.{k}.attn1"), f);

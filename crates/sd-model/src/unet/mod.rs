@@ -273,6 +273,7 @@ impl UNetConfig {
             heads: heads[i],
             transformer_layers: tlayers[i],
             cross_attention_dim: self.cross_attention_dim,
+            linear_projection: self.use_linear_projection,
         };
         let down_blocks = (0..n)
             .map(|i| {

@@ -2,12 +2,13 @@
 //! the text embeddings and a GEGLU feed-forward, around a GroupNorm and 1×1 projections.
 
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 
-use crate::nn::{Attention, conv2d, group_norm, layer_norm, linear};
+use lora_group::LoraLinear;
+
+use crate::nn::{Attention, group_norm, layer_norm, linear};
 
 /// diffusers `GEGLU`: `proj` to twice the inner width; `hidden * gelu(gate)`.
 #[derive(Module, Debug)]
@@ -89,15 +90,16 @@ impl<B: Backend> BasicTransformerBlock<B> {
 }
 
 /// diffusers `Transformer2DModel` as SD 1.x uses it: GroupNorm (eps 1e-6), `proj_in`, the
-/// transformer blocks over the H·W positions, `proj_out`, residual. `proj_in`/`proj_out` are 1×1
-/// convolutions; a checkpoint with `use_linear_projection` (Linear weights `[o, i]`) loads into
-/// them unchanged, since a Linear over channels is the same map.
+/// transformer blocks over the H·W positions, `proj_out`, residual. `proj_in`/`proj_out` are
+/// LoRA-capable Linear layers over channels: the 1×1 convolutions of SD 1.x checkpoints
+/// (`[o, i, 1, 1]`) and the Linear layers of `use_linear_projection` ones (`[o, i]`) are the
+/// same map and load alike.
 #[derive(Module, Debug)]
 pub struct Transformer2DModel<B: Backend> {
     pub norm: GroupNorm<B>,
-    pub proj_in: Conv2d<B>,
+    pub proj_in: LoraLinear<B>,
     pub transformer_blocks: Vec<BasicTransformerBlock<B>>,
-    pub proj_out: Conv2d<B>,
+    pub proj_out: LoraLinear<B>,
 }
 
 impl<B: Backend> Transformer2DModel<B> {
@@ -109,31 +111,42 @@ impl<B: Backend> Transformer2DModel<B> {
         layers: usize,
         cross_attention_dim: usize,
         groups: usize,
+        linear_projection: bool,
         device: &B::Device,
     ) -> Self {
         let inner = heads * head_dim;
+        let proj = |i: usize, o: usize| {
+            let l = linear(i, o, true, device);
+            if linear_projection {
+                LoraLinear::new(l)
+            } else {
+                LoraLinear::conv1x1(l)
+            }
+        };
         Self {
             norm: group_norm(groups, channels, 1e-6, device),
-            proj_in: conv2d(channels, inner, 1, 1, 0, device),
+            proj_in: proj(channels, inner),
             transformer_blocks: (0..layers)
                 .map(|_| {
                     BasicTransformerBlock::new(inner, heads, head_dim, cross_attention_dim, device)
                 })
                 .collect(),
-            proj_out: conv2d(inner, channels, 1, 1, 0, device),
+            proj_out: proj(inner, channels),
         }
     }
 
     pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
-        let [b, _, h, w] = x.dims();
+        let [b, c, h, w] = x.dims();
         let residual = x.clone();
-        let x = self.proj_in.forward(self.norm.forward(x));
-        let inner = x.dims()[1];
-        let mut seq = x.reshape([b, inner, h * w]).swap_dims(1, 2);
+        let seq = self.norm.forward(x).reshape([b, c, h * w]).swap_dims(1, 2);
+        let mut seq = self.proj_in.forward(seq);
         for block in &self.transformer_blocks {
             seq = block.forward(seq, context);
         }
-        let x = seq.swap_dims(1, 2).reshape([b, inner, h, w]);
-        self.proj_out.forward(x) + residual
+        self.proj_out
+            .forward(seq)
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w])
+            + residual
     }
 }
