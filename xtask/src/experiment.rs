@@ -21,7 +21,9 @@ usage: cargo xtask experiment all-orders [--preset tiny|paper] [--out DIR] [--dr
   Cells: METHOD-ORDER (e.g. rid-AHC). Each cell trains the order with configs/PRESET/METHOD.toml's
   values (tiny: configs/tiny/*-ahc.toml), evaluates the base model once and the model after every
   task, and writes DIR/METHOD-ORDER/table2.{md,csv}; the grid writes DIR/results.json and
-  DIR/table3.{md,csv} (final stage of every cell, forgetting in parentheses, averages per method).";
+  DIR/table3.{md,csv} (final stage of every cell, forgetting in parentheses, averages per method,
+  then the base, the three single-reward baseline models, their soup (1/3 each) and joint tuning)
+  and DIR/table6.md (joint tuning vs RID's average).";
 
 const ORDERS: [&str; 6] = ["AHC", "ACH", "HAC", "HCA", "CAH", "CHA"];
 
@@ -178,6 +180,88 @@ fn run_cell(
     Ok(stages)
 }
 
+/// Trains (if needed) and evaluates a one-task run of the baseline: `letter` A, H or C (a
+/// single-reward model for the soup) or J (joint tuning, 0.01 A + 2 H + C). Returns the task
+/// file and the final model's result.
+fn run_single(
+    ril: &Path,
+    preset: &str,
+    letter_: char,
+    out: &Path,
+) -> Result<(PathBuf, EvalResult)> {
+    let dir = out.join(format!("single-{letter_}"));
+    std::fs::create_dir_all(&dir)?;
+    let mut config = base_config(preset, Method::Baseline)?;
+    let mut task = config.tasks[0].clone();
+    if letter_ == 'J' {
+        task.name = "joint".into();
+        task.reward = RewardKind::Joint;
+        // The paper tunes the joint reward for 20 epochs; the tiny preset keeps its own length.
+        if preset == "paper" {
+            task.epochs = 20;
+        }
+    } else {
+        task = config
+            .tasks
+            .iter()
+            .find(|t| letter(t.reward) == letter_)
+            .with_context(|| format!("no task with reward {letter_} in the preset"))?
+            .clone();
+    }
+    config.tasks = vec![task.clone()];
+    config.output = dir.join("run");
+    let cfg_path = dir.join("config.toml");
+    sd_model::write_atomic(&cfg_path, toml::to_string(&config)?.as_bytes())?;
+    let lora = config
+        .output
+        .join(format!("task-0-{}/lora.safetensors", task.name));
+    if !lora.is_file() {
+        let mut cmd = Command::new(ril);
+        cmd.args(["train", "--config"]).arg(&cfg_path);
+        if config.output.join("config.json").is_file() {
+            cmd.arg("--resume");
+        }
+        run(&mut cmd)?;
+    }
+    let e = dir.join("eval");
+    if !e.join("results.json").is_file() {
+        run(Command::new(ril)
+            .args(["eval", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(&e)
+            .arg("--lora")
+            .arg(&lora))?;
+    }
+    Ok((lora, read_result(&e)?))
+}
+
+/// The model soup of the three single-reward baseline models (1/3 each), evaluated.
+fn run_soup(ril: &Path, loras: &[PathBuf], cfg: &Path, out: &Path) -> Result<EvalResult> {
+    let dir = out.join("soup");
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("soup.safetensors");
+    if !file.is_file() {
+        let mut cmd = Command::new(ril);
+        cmd.arg("soup");
+        for l in loras {
+            cmd.arg("--lora").arg(l);
+        }
+        run(cmd.arg("--out").arg(&file))?;
+    }
+    let e = dir.join("eval");
+    if !e.join("results.json").is_file() {
+        run(Command::new(ril)
+            .args(["eval", "--config"])
+            .arg(cfg)
+            .arg("--out")
+            .arg(&e)
+            .arg("--lora")
+            .arg(&file))?;
+    }
+    read_result(&e)
+}
+
 fn metrics() -> Vec<Metric> {
     vec![
         Metric::Aesthetic,
@@ -194,8 +278,13 @@ fn method_name(m: Method) -> &'static str {
     }
 }
 
-/// DIR/results.json, table3.{md,csv} from every finished cell's stages.
-fn write_grid_report(out: &Path, cells: &[(String, Vec<(String, EvalResult)>)]) -> Result<()> {
+/// DIR/results.json, table3.{md,csv} from every finished cell's stages, plus the rows of models
+/// without a sequence (soup, joint) and table6 (joint vs RID's average).
+fn write_grid_report(
+    out: &Path,
+    cells: &[(String, Vec<(String, EvalResult)>)],
+    extra: &[(String, EvalResult)],
+) -> Result<()> {
     let ms = metrics();
     let mut md = String::from("| cell |");
     let mut csv = String::from("cell");
@@ -255,21 +344,61 @@ fn write_grid_report(out: &Path, cells: &[(String, Vec<(String, EvalResult)>)]) 
         md.push('\n');
         csv.push('\n');
     }
+    let mut plain: Vec<(String, &EvalResult)> = Vec::new();
     if let Some((_, stages)) = cells.first() {
-        let (_, base) = &stages[0];
-        md.push_str("| SD 1.x (base) |");
+        plain.push(("SD 1.x (base)".into(), &stages[0].1));
+    }
+    for (name, r) in extra {
+        plain.push((name.clone(), r));
+    }
+    let cell_md = |r: &EvalResult, m: &Metric| {
+        r.values
+            .get(m)
+            .map(|v| format!(" {v:.4} |"))
+            .unwrap_or_else(|| " – |".into())
+    };
+    for (name, r) in &plain {
+        md.push_str(&format!("| {name} |"));
+        csv.push_str(&name.replace(' ', "_"));
         for m in &ms {
-            md.push_str(
-                &base
-                    .values
+            md.push_str(&cell_md(r, m));
+            csv.push_str(
+                &r.values
                     .get(m)
-                    .map(|v| format!(" {v:.4} |"))
-                    .unwrap_or_else(|| " – |".into()),
+                    .map(|v| format!(",{v},"))
+                    .unwrap_or_else(|| ",,".into()),
             );
         }
         md.push('\n');
+        csv.push('\n');
+    }
+    if let Some((_, joint)) = extra.iter().find(|(n, _)| n == "joint") {
+        let mut t6 = String::from("| model |");
+        for m in &ms {
+            t6.push_str(&format!(" {} |", m.name()));
+        }
+        t6.push_str(&format!(
+            "\n|---|{}\n| joint tuning |",
+            "---|".repeat(ms.len())
+        ));
+        for m in &ms {
+            t6.push_str(&cell_md(joint, m));
+        }
+        t6.push_str("\n| RID (average over orders) |");
+        for m in &ms {
+            let avg = sums
+                .get(&("rid".to_string(), *m))
+                .map(|(v, _, n)| format!(" {:.4} |", v / *n as f64));
+            t6.push_str(&avg.unwrap_or_else(|| " – |".into()));
+        }
+        t6.push('\n');
+        sd_model::write_atomic(
+            &out.join("table6.md"),
+            format!("# Joint tuning vs RID\n\n{t6}").as_bytes(),
+        )?;
     }
     let results = json!({
+        "models": extra.iter().map(|(n, r)| json!({ "model": n, "result": r })).collect::<Vec<_>>(),
         "cells": cells.iter().map(|(id, st)| json!({ "cell": id, "stages": st.iter().map(|(n, r)| json!({"stage": n, "result": r})).collect::<Vec<_>>() })).collect::<Vec<_>>(),
     });
     sd_model::write_atomic(
@@ -399,7 +528,20 @@ pub fn main(args: &[String]) -> Result<()> {
         );
         results.push((format!("{}-{o}", method_name(*m)), stages));
     }
-    write_grid_report(&out, &results)?;
+    let mut extra = Vec::new();
+    if sub == "all-orders" {
+        let mut loras = Vec::new();
+        for l in ['A', 'H', 'C'] {
+            let (lora, r) = run_single(&ril, &preset, l, &out)?;
+            extra.push((format!("single {l}"), r));
+            loras.push(lora);
+        }
+        let cfg = out.join("single-A/config.toml");
+        extra.push(("soup".into(), run_soup(&ril, &loras, &cfg, &out)?));
+        let (_, joint) = run_single(&ril, &preset, 'J', &out)?;
+        extra.push(("joint".into(), joint));
+    }
+    write_grid_report(&out, &results, &extra)?;
     status(&out, &cells);
     Ok(())
 }
@@ -433,5 +575,17 @@ fn report(dir: &Path) -> Result<()> {
     if cells.is_empty() {
         bail!("{} holds no finished cell", dir.display());
     }
-    write_grid_report(dir, &cells)
+    let mut extra = Vec::new();
+    for (name, sub) in [
+        ("single A", "single-A/eval"),
+        ("single H", "single-H/eval"),
+        ("single C", "single-C/eval"),
+        ("soup", "soup/eval"),
+        ("joint", "single-J/eval"),
+    ] {
+        if let Ok(r) = read_result(&dir.join(sub)) {
+            extra.push((name.to_string(), r));
+        }
+    }
+    write_grid_report(dir, &cells, &extra)
 }
