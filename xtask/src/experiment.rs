@@ -14,7 +14,7 @@ use ril_metrics::eval::{EvalResult, Metric};
 use serde_json::{Value, json};
 
 pub const USAGE: &str = "\
-usage: cargo xtask experiment all-orders [--preset tiny|paper] [--out DIR] [--dry-run]
+usage: cargo xtask experiment all-orders [--preset tiny|paper] [--out DIR] [--dry-run] [--emit slurm]
        cargo xtask experiment order AHC [--method rid|baseline] [--preset tiny|paper] [--out DIR]
        cargo xtask experiment report DIR
 
@@ -23,7 +23,10 @@ usage: cargo xtask experiment all-orders [--preset tiny|paper] [--out DIR] [--dr
   task, and writes DIR/METHOD-ORDER/table2.{md,csv}; the grid writes DIR/results.json and
   DIR/table3.{md,csv} (final stage of every cell, forgetting in parentheses, averages per method,
   then the base, the three single-reward baseline models, their soup (1/3 each) and joint tuning)
-  and DIR/table6.md (joint tuning vs RID's average).";
+  and DIR/table6.md (joint tuning vs RID's average).
+  --emit slurm writes DIR/slurm.sh, a job array with one cell per task (each runs
+  `cargo xtask experiment order ...` on the shared DIR); afterwards `all-orders --out DIR` adds
+  the single-reward, soup and joint models (finished cells are skipped) and writes the tables.";
 
 const ORDERS: [&str; 6] = ["AHC", "ACH", "HAC", "HCA", "CAH", "CHA"];
 
@@ -435,6 +438,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let sub = it.next().cloned().unwrap_or_default();
     let mut order = None;
     let (mut preset, mut method, mut dry) = ("tiny".to_string(), None, false);
+    let mut emit = None;
     let mut out: Option<PathBuf> = None;
     if sub == "order" {
         order = Some(
@@ -464,6 +468,7 @@ pub fn main(args: &[String]) -> Result<()> {
             }
             "--out" => out = Some(value()?.into()),
             "--dry-run" => dry = true,
+            "--emit" => emit = Some(value()?),
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -485,6 +490,32 @@ pub fn main(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let out = out.canonicalize()?;
     status(&out, &cells);
+    if let Some(kind) = emit {
+        if kind != "slurm" {
+            bail!("--emit supports slurm, got {kind}");
+        }
+        let list: Vec<String> = cells
+            .iter()
+            .map(|(m, o)| format!("{}:{o}", method_name(*m)))
+            .collect();
+        let script = format!(
+            "#!/usr/bin/env bash\n\
+             # The grid as a Slurm job array: one cell per array task, all sharing {out}.\n\
+             # Submit: sbatch {out}/slurm.sh; then gather: cargo xtask experiment all-orders --preset {preset} --out {out}\n\
+             #SBATCH --job-name=ril-grid\n#SBATCH --array=0-{last}\n#SBATCH --gres=gpu:1\n#SBATCH --output={out}/slurm-%A_%a.log\n\
+             set -euo pipefail\nCELLS=({cells})\nIFS=: read -r METHOD ORDER <<< \"${{CELLS[$SLURM_ARRAY_TASK_ID]}}\"\n\
+             cd {root}\ncargo xtask experiment order \"$ORDER\" --method \"$METHOD\" --preset {preset} --out {out}\n",
+            out = out.display(),
+            preset = preset,
+            last = list.len() - 1,
+            cells = list.join(" "),
+            root = root().display(),
+        );
+        let path = out.join("slurm.sh");
+        sd_model::write_atomic(&path, script.as_bytes())?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     if dry {
         for (m, o) in &cells {
             let c = cell_config(
