@@ -13,14 +13,17 @@ use sd_model::StableDiffusion;
 pub const USAGE: &str = "\
 usage: ril eval --config RUN.toml [--lora FILE ...] [--prompts FILE] [--images-per-prompt N]
                 [--metrics LIST] [--batch N] [--grid-prompts N]
-                [--fid-reference DIR [--fid-weights FILE | --fid-hash-weights]] --out DIR
+                [--fid-reference DIR [--fid-weights FILE | --fid-hash-weights]]
+                [--clip-model DIR_OR_REPO] --out DIR
 
   The model, sampling, seed, reward weights and eval prompts come from the run config; --lora
   applies task files (e.g. RUN/task-0-NAME/lora.safetensors) in order. Metrics: aesthetic, hps,
   png_kb, jpeg_kb, clip_score, fid (default all; a metric that cannot be computed is reported as
   skipped with the reason). FID compares with the real images of --fid-reference (statistics
   cached there) using pytorch-fid's Inception weights (--fid-weights) or deterministic hash
-  weights (--fid-hash-weights). Writes DIR/results.json and DIR/grid.png.";
+  weights (--fid-hash-weights). CLIP score (torchmetrics' definition) uses a transformers
+  CLIPModel folder or hub id (--clip-model, e.g. openai/clip-vit-large-patch14). Writes
+  DIR/results.json and DIR/grid.png.";
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut config, mut out, mut prompts) = (None, None, None);
@@ -28,6 +31,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (mut per_prompt, mut batch, mut grid) = (1usize, 4usize, 4usize);
     let mut metrics = Metric::ALL.to_vec();
     let (mut fid_reference, mut fid_weights, mut fid_hash) = (None, None, false);
+    let mut clip_model = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -49,6 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--fid-reference" => fid_reference = Some(PathBuf::from(value()?)),
             "--fid-weights" => fid_weights = Some(PathBuf::from(value()?)),
             "--fid-hash-weights" => fid_hash = true,
+            "--clip-model" => clip_model = Some(value()?),
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -81,6 +86,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 weights: w.clone(),
             }),
         },
+        clip_model,
     };
     match config.model.backend.as_str() {
         "cuda" => eval_cuda(&config, &loras, &spec, &out),

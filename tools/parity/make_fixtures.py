@@ -38,6 +38,13 @@ pytorch-fid 0.3.0 InceptionV3 features with deterministic FNV-1a/splitmix64 "has
 Rust tests regenerate, and Fréchet distances) and the key list tools/parity/fid_keys.txt are written
 by the separate script tools/parity/make_fid_fixtures.py (not called from main() below either).
 
+The `ril-metrics` crate's CLIP-score fixture (crates/ril-metrics/tests/fixtures/clipscore.safetensors,
+about 3.5 MB: torchmetrics 1.9.0 CLIPScore with the tiny full CLIPModel of the rewards fixtures, the
+CLIPImageProcessor/PIL bicubic preprocessing of uint8 images, embeddings and scores) is written by
+tools/parity/make_clipscore_fixtures.py, which needs its OWN venv (transformers 4.57.6: torchmetrics'
+CLIPScore breaks with transformers 5; pins in the "CLIP score" block of requirements.txt) and is not
+called from main() below.
+
 Tensor names, shapes and dtypes are printed when the script runs (see `describe` output) and are
 documented next to each `save(...)` call below.
 

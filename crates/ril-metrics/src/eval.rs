@@ -85,6 +85,9 @@ pub struct EvalSpec {
     pub grid_prompts: usize,
     /// FID against a folder of real images (None: FID is skipped).
     pub fid: Option<FidSpec>,
+    /// A transformers CLIPModel folder (or hub id) for the CLIP score (None: skipped).
+    #[serde(default)]
+    pub clip_model: Option<String>,
 }
 
 /// The reference set and network of FID.
@@ -174,6 +177,20 @@ pub fn evaluate<B: Backend>(
         _ => None,
     };
     let mut fid_features: Vec<f32> = Vec::new();
+    let clip = match (&spec.clip_model, spec.metrics.contains(&Metric::ClipScore)) {
+        (Some(source), true) => {
+            let files = [
+                "config.json",
+                "model.safetensors",
+                "vocab.json",
+                "merges.txt",
+            ];
+            let dir = sd_model::hub::resolve_repo(source, &files)?;
+            Some(crate::clip_score::ClipScorer::<B>::load(&dir, device)?)
+        }
+        _ => None,
+    };
+    let mut clip_sum = 0.0;
     let jobs: Vec<(usize, usize)> = (0..spec.prompts.len())
         .flat_map(|i| (0..spec.images_per_prompt).map(move |j| (i, j)))
         .collect();
@@ -223,7 +240,12 @@ pub fn evaluate<B: Backend>(
                 .expect("f32");
             *sums.entry(*m).or_default() += s.iter().map(|&v| v as f64).sum::<f64>();
         }
-        for (k, img) in to_rgb8(images)?.into_iter().enumerate() {
+        let rgb = to_rgb8(images)?;
+        if let Some(c) = &clip {
+            let (scores, _) = c.score(&rgb, &prompts, device)?;
+            clip_sum += scores.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        for (k, img) in rgb.into_iter().enumerate() {
             if spec.metrics.contains(&Metric::PngKb) {
                 *sums.entry(Metric::PngKb).or_default() += png_kb(&img)?;
             }
@@ -239,6 +261,12 @@ pub fn evaluate<B: Backend>(
     }
     bar.finish();
     result.images = jobs.len();
+    if clip.is_some() {
+        // torchmetrics: the mean of 100·cos over every pair, then clamped at 0.
+        result
+            .values
+            .insert(Metric::ClipScore, (clip_sum / jobs.len() as f64).max(0.0));
+    }
     if let Some((_, reference)) = &fid {
         let generated = crate::fid::Stats::from_features(&fid_features, 2048)?;
         result.values.insert(

@@ -49,6 +49,7 @@ fn spec(batch: usize) -> EvalSpec {
         metrics: Metric::ALL.to_vec(),
         grid_prompts: 2,
         fid: None,
+        clip_model: None,
     }
 }
 

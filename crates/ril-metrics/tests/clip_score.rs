@@ -1,0 +1,190 @@
+//! CLIP score parity with torchmetrics 1.9.0 + transformers 4.57.6 (tools/parity/
+//! make_clipscore_fixtures.py) on the tiny full-CLIP checkpoint: Pillow's bicubic resize on 8-bit
+//! images (bit-exact), the processor's pixel values, the projected features, per-pair scores and
+//! the clamped mean, for an upscaled non-square set and a downscaled one.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use image::RgbImage;
+use rewards::clip_vision::ClipVisionConfig;
+use ril_metrics::clip_score::{ClipScorer, pixel_values};
+use ril_metrics::pil::resize_bicubic;
+use sd_model::ClipTextConfig;
+
+type B = sd_model::backend::Cpu;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Fixture {
+    raw: Vec<u8>,
+}
+
+impl Fixture {
+    fn open() -> Self {
+        Self {
+            raw: std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clipscore.safetensors"),
+            )
+            .unwrap(),
+        }
+    }
+    fn st(&self) -> safetensors::SafeTensors<'_> {
+        safetensors::SafeTensors::deserialize(&self.raw).unwrap()
+    }
+    fn u8s(&self, name: &str) -> (Vec<usize>, Vec<u8>) {
+        let st = self.st();
+        let t = st.tensor(name).unwrap();
+        (t.shape().to_vec(), t.data().to_vec())
+    }
+    fn f32s(&self, name: &str) -> Vec<f32> {
+        let st = self.st();
+        let t = st.tensor(name).unwrap();
+        match t.dtype() {
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::F64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            d => panic!("{name}: {d:?}"),
+        }
+    }
+    fn captions(&self, key: &str) -> Vec<String> {
+        let st = self.st();
+        let _ = st;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&self.raw).unwrap();
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()[key]).unwrap()
+    }
+}
+
+/// [N, 3, H, W] uint8 → RGB images.
+fn images(shape: &[usize], data: &[u8]) -> Vec<RgbImage> {
+    let (n, h, w) = (shape[0], shape[2], shape[3]);
+    (0..n)
+        .map(|i| {
+            RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                image::Rgb(std::array::from_fn(|c| {
+                    data[((i * 3 + c) * h + y as usize) * w + x as usize]
+                }))
+            })
+        })
+        .collect()
+}
+
+/// The parity scripts' uniform01 generator mapped to uint8 by floor(u · 256).
+fn uniform_u8(seed: u64, n: usize) -> Vec<u8> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let u = ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
+            (u * 256.0).floor() as u8
+        })
+        .collect()
+}
+
+fn close(name: &str, a: &[f32], e: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(a.len(), e.len(), "{name}");
+    let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(e).enumerate() {
+        assert!(
+            (x - y).abs() <= rtol * y.abs() + atol * scale,
+            "{name}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+fn scorer() -> ClipScorer<B> {
+    let r = root();
+    ClipScorer::from_files(
+        &ClipTextConfig::tiny(),
+        &ClipVisionConfig::tiny(),
+        768,
+        &r.join("crates/rewards/tests/fixtures/clip-full-tiny.safetensors"),
+        &r.join("crates/sd-model/tests/fixtures/tiny-sd/tokenizer"),
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn pillow_bicubic_resize_is_bit_exact() {
+    let f = Fixture::open();
+    let (shape, data) = f.u8s("images_u8");
+    let imgs = images(&shape, &data);
+    let (rs, expected) = f.u8s("resized_u8");
+    let got = resize_bicubic(&imgs[0], rs[2] as u32, rs[1] as u32);
+    let got: Vec<u8> = (0..3)
+        .flat_map(|c| got.pixels().map(move |p| p[c]).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(got, expected, "upscale {:?}", rs);
+    let n = 2 * 3 * 300 * 260;
+    let big = uniform_u8(702, n);
+    let (_, head) = f.u8s("images_big_u8_head");
+    assert_eq!(big[..16], head[..]);
+    let big = images(&[2, 3, 300, 260], &big);
+    let (rs, expected) = f.u8s("resized_big_u8");
+    let got = resize_bicubic(&big[0], rs[2] as u32, rs[1] as u32);
+    let got: Vec<u8> = (0..3)
+        .flat_map(|c| got.pixels().map(move |p| p[c]).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(got, expected, "downscale {:?}", rs);
+}
+
+#[test]
+fn clip_score_matches_torchmetrics() {
+    let f = Fixture::open();
+    let device = Default::default();
+    let s = scorer();
+    let (shape, data) = f.u8s("images_u8");
+    let small = images(&shape, &data);
+    let big = images(&[2, 3, 300, 260], &uniform_u8(702, 2 * 3 * 300 * 260));
+    for (imgs, suffix, caps) in [(small, "", "captions"), (big, "_big", "captions_big")] {
+        let px = pixel_values::<B>(&imgs, 224, &device).unwrap();
+        // The fixture keeps every 8th row and column.
+        let idx = |n: usize| {
+            Tensor::<B, 1, Int>::from_data(
+                TensorData::new(
+                    (0..n).step_by(8).map(|i| i as i64).collect::<Vec<_>>(),
+                    [n.div_ceil(8)],
+                ),
+                &device,
+            )
+        };
+        let sub = px.select(2, idx(224)).select(3, idx(224));
+        // Same 8-bit pixels, /255 and normalisation in f32 (numpy goes through f64 for /255).
+        close(
+            &format!("pixel_values{suffix}"),
+            &sub.into_data().to_vec::<f32>().unwrap(),
+            &f.f32s(&format!("pixel_values{suffix}_sub8")),
+            1e-5,
+            1e-6,
+        );
+        let captions = f.captions(caps);
+        let (scores, clip) = s.score(&imgs, &captions, &device).unwrap();
+        // f32 towers in another summation order: 1e-4 relative, 1e-5 of the scale.
+        close(
+            &format!("scores{suffix}"),
+            &scores,
+            &f.f32s(&format!("scores{suffix}")),
+            1e-4,
+            1e-5,
+        );
+        // The random tiny model's cosines are all negative: torchmetrics clamps the mean to 0.
+        let expected = f.f32s(&format!("clip_score{suffix}"))[0] as f64;
+        assert!(
+            (clip - expected).abs() <= 1e-4 * expected.abs().max(1e-3),
+            "clip_score{suffix}: {clip} vs {expected}"
+        );
+    }
+}
