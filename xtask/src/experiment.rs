@@ -180,6 +180,9 @@ fn run_cell(
     let (md, csv) = ril_metrics::report::stage_table(&stages, &metrics())?;
     sd_model::write_atomic(&dir.join("table2.md"), format!("# {id}\n\n{md}").as_bytes())?;
     sd_model::write_atomic(&dir.join("table2.csv"), csv.as_bytes())?;
+    let mut columns = vec![base.join("grid.png")];
+    columns.extend((1..=config.tasks.len()).map(|k| dir.join(format!("eval-stage-{k}/grid.png"))));
+    stage_grid(&columns, &dir.join("stages.png"))?;
     Ok(stages)
 }
 
@@ -263,6 +266,27 @@ fn run_soup(ril: &Path, loras: &[PathBuf], cfg: &Path, out: &Path) -> Result<Eva
             .arg(&file))?;
     }
     read_result(&e)
+}
+
+/// The paper's Fig. 5/6 layout: each stage's sample grid (rows = prompts) side by side.
+fn stage_grid(columns: &[PathBuf], out: &Path) -> Result<()> {
+    let imgs: Vec<image::RgbImage> = columns
+        .iter()
+        .map(|p| {
+            image::open(p)
+                .map(|i| i.to_rgb8())
+                .with_context(|| format!("cannot read {}", p.display()))
+        })
+        .collect::<Result<_>>()?;
+    let h = imgs.iter().map(|i| i.height()).max().unwrap_or(0);
+    let w: u32 = imgs.iter().map(|i| i.width()).sum();
+    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    let mut x = 0;
+    for img in &imgs {
+        image::imageops::replace(&mut canvas, img, x as i64, 0);
+        x += img.width();
+    }
+    sd_model::pipeline::save_png(&canvas, out)
 }
 
 fn metrics() -> Vec<Metric> {
