@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -46,22 +46,17 @@ fn parse(args: &[String]) -> Result<Args> {
         batch: None,
         json: None,
     };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--preset" => a.preset = value()?,
-            "--backend" => a.backend = value()?,
-            "--what" => a.what = value()?,
-            "--reps" => a.reps = value()?.parse().context("--reps")?,
-            "--steps" => a.steps = Some(value()?.parse().context("--steps")?),
-            "--batch" => a.batch = Some(value()?.parse().context("--batch")?),
-            "--json" => a.json = Some(value()?.into()),
-            other => bail!("unknown option {other}\n{USAGE}"),
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--preset" => a.preset = f.value(flag)?,
+            "--backend" => a.backend = f.value(flag)?,
+            "--what" => a.what = f.value(flag)?,
+            "--reps" => a.reps = f.parse(flag)?,
+            "--steps" => a.steps = Some(f.parse(flag)?),
+            "--batch" => a.batch = Some(f.parse(flag)?),
+            "--json" => a.json = Some(f.value(flag)?.into()),
+            other => return Err(f.unknown(other)),
         }
     }
     if !matches!(a.preset.as_str(), "tiny" | "sd15")

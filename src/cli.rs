@@ -39,11 +39,6 @@ pub struct SampleArgs {
     pub backend: String,
 }
 
-fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
-    v.parse()
-        .map_err(|_| anyhow::anyhow!("{flag}: cannot parse {v:?} as a number"))
-}
-
 /// Parses `ril sample` arguments.
 pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
     let mut a = SampleArgs {
@@ -61,28 +56,23 @@ pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
         loras: Vec::new(),
         backend: "cpu".into(),
     };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--model" => a.model = value()?,
-            "--prompt" => a.prompts.push(value()?),
-            "--negative-prompt" => a.negative_prompts.push(value()?),
-            "--height" => a.height = parse_num(flag, &value()?)?,
-            "--width" => a.width = parse_num(flag, &value()?)?,
-            "--steps" => a.steps = parse_num(flag, &value()?)?,
-            "--guidance" => a.guidance = parse_num(flag, &value()?)?,
-            "--eta" => a.eta = parse_num(flag, &value()?)?,
-            "--seed" => a.seed = Some(parse_num(flag, &value()?)?),
-            "--latents" => a.latents = Some(PathBuf::from(value()?)),
-            "--out" => a.out = PathBuf::from(value()?),
-            "--lora" => a.loras.push(PathBuf::from(value()?)),
-            "--backend" => a.backend = value()?,
-            other => bail!("unknown option {other}\n{USAGE}"),
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--model" => a.model = f.value(flag)?,
+            "--prompt" => a.prompts.push(f.value(flag)?),
+            "--negative-prompt" => a.negative_prompts.push(f.value(flag)?),
+            "--height" => a.height = f.parse(flag)?,
+            "--width" => a.width = f.parse(flag)?,
+            "--steps" => a.steps = f.parse(flag)?,
+            "--guidance" => a.guidance = f.parse(flag)?,
+            "--eta" => a.eta = f.parse(flag)?,
+            "--seed" => a.seed = Some(f.parse(flag)?),
+            "--latents" => a.latents = Some(PathBuf::from(f.value(flag)?)),
+            "--out" => a.out = PathBuf::from(f.value(flag)?),
+            "--lora" => a.loras.push(PathBuf::from(f.value(flag)?)),
+            "--backend" => a.backend = f.value(flag)?,
+            other => return Err(f.unknown(other)),
         }
     }
     if a.model.is_empty() {

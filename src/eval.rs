@@ -32,29 +32,22 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut metrics = Metric::ALL.to_vec();
     let (mut fid_reference, mut fid_weights, mut fid_hash) = (None, None, false);
     let mut clip_model = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--config" => config = Some(PathBuf::from(value()?)),
-            "--lora" => loras.push(value()?.into()),
-            "--prompts" => prompts = Some(PathBuf::from(value()?)),
-            "--images-per-prompt" => {
-                per_prompt = value()?.parse().context("--images-per-prompt")?
-            }
-            "--batch" => batch = value()?.parse().context("--batch")?,
-            "--grid-prompts" => grid = value()?.parse().context("--grid-prompts")?,
-            "--metrics" => metrics = Metric::parse_list(&value()?)?,
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "--fid-reference" => fid_reference = Some(PathBuf::from(value()?)),
-            "--fid-weights" => fid_weights = Some(PathBuf::from(value()?)),
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--config" => config = Some(PathBuf::from(f.value(flag)?)),
+            "--lora" => loras.push(f.value(flag)?.into()),
+            "--prompts" => prompts = Some(PathBuf::from(f.value(flag)?)),
+            "--images-per-prompt" => per_prompt = f.parse(flag)?,
+            "--batch" => batch = f.parse(flag)?,
+            "--grid-prompts" => grid = f.parse(flag)?,
+            "--metrics" => metrics = Metric::parse_list(&f.value(flag)?)?,
+            "--out" => out = Some(PathBuf::from(f.value(flag)?)),
+            "--fid-reference" => fid_reference = Some(PathBuf::from(f.value(flag)?)),
+            "--fid-weights" => fid_weights = Some(PathBuf::from(f.value(flag)?)),
             "--fid-hash-weights" => fid_hash = true,
-            "--clip-model" => clip_model = Some(value()?),
-            other => bail!("unknown option {other}\n{USAGE}"),
+            "--clip-model" => clip_model = Some(f.value(flag)?),
+            other => return Err(f.unknown(other)),
         }
     }
     let config =

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ril_metrics::fid::{folder_stats, frechet_distance, inception};
 
 pub const USAGE: &str = "\
@@ -18,20 +18,15 @@ usage: ril fid --real DIR --fake DIR (--weights FILE | --hash-weights) [--batch 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut real, mut fake, mut weights) = (None, None, None);
     let (mut hash, mut batch) = (false, 8usize);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--real" => real = Some(PathBuf::from(value()?)),
-            "--fake" => fake = Some(PathBuf::from(value()?)),
-            "--weights" => weights = Some(PathBuf::from(value()?)),
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--real" => real = Some(PathBuf::from(f.value(flag)?)),
+            "--fake" => fake = Some(PathBuf::from(f.value(flag)?)),
+            "--weights" => weights = Some(PathBuf::from(f.value(flag)?)),
             "--hash-weights" => hash = true,
-            "--batch" => batch = value()?.parse().context("--batch")?,
-            other => bail!("unknown option {other}\n{USAGE}"),
+            "--batch" => batch = f.parse(flag)?,
+            other => return Err(f.unknown(other)),
         }
     }
     let (real, fake) = match (real, fake) {

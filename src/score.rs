@@ -45,29 +45,19 @@ pub fn parse(args: &[String]) -> Result<ScoreArgs> {
         clip: "openai/clip-vit-large-patch14".into(),
         ..Default::default()
     };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--reward" => a.reward = value()?,
-            "--images" => a.images = value()?.into(),
-            "--prompts" => a.prompts = Some(value()?.into()),
-            "--weights" => a.weights = Some(value()?.into()),
-            "--quality" => {
-                let v = value()?;
-                a.quality = v
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("--quality: cannot parse {v:?}"))?;
-            }
-            "--clip" => a.clip = value()?,
-            "--tokenizer" => a.tokenizer = Some(value()?.into()),
-            "--model-config" => a.model_config = Some(value()?.into()),
-            "--out" => a.out = Some(value()?.into()),
-            other => bail!("unknown option {other}\n{USAGE}"),
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--reward" => a.reward = f.value(flag)?,
+            "--images" => a.images = f.value(flag)?.into(),
+            "--prompts" => a.prompts = Some(f.value(flag)?.into()),
+            "--weights" => a.weights = Some(f.value(flag)?.into()),
+            "--quality" => a.quality = f.parse(flag)?,
+            "--clip" => a.clip = f.value(flag)?,
+            "--tokenizer" => a.tokenizer = Some(f.value(flag)?.into()),
+            "--model-config" => a.model_config = Some(f.value(flag)?.into()),
+            "--out" => a.out = Some(f.value(flag)?.into()),
+            other => return Err(f.unknown(other)),
         }
     }
     if !matches!(a.reward.as_str(), "aesthetic" | "hps" | "compress") {

@@ -16,25 +16,20 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut coefficients: Option<Vec<f64>> = None;
     let mut out = None;
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--lora" => files.push(value()?.into()),
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--lora" => files.push(f.value(flag)?.into()),
             "--coefficients" => {
-                let v = value()?;
+                let v = f.value(flag)?;
                 let parsed: Result<Vec<f64>, _> =
                     v.split(',').map(|c| c.trim().parse::<f64>()).collect();
                 coefficients = Some(
                     parsed.map_err(|_| anyhow::anyhow!("--coefficients: cannot parse {v:?}"))?,
                 );
             }
-            "--out" => out = Some(PathBuf::from(value()?)),
-            other => bail!("unknown option {other}\n{USAGE}"),
+            "--out" => out = Some(PathBuf::from(f.value(flag)?)),
+            other => return Err(f.unknown(other)),
         }
     }
     if files.len() < 2 {

@@ -15,15 +15,13 @@ usage: ril train --config FILE [--resume] [--check]
 pub fn run(args: &[String]) -> Result<()> {
     let mut config = None;
     let (mut resume, mut check) = (false, false);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--config" => {
-                config = Some(PathBuf::from(it.next().context("--config needs a value")?))
-            }
+    let mut f = crate::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--config" => config = Some(PathBuf::from(f.value(flag)?)),
             "--resume" => resume = true,
             "--check" => check = true,
-            other => bail!("unknown option {other}\n{USAGE}"),
+            other => return Err(f.unknown(other)),
         }
     }
     let path = config.with_context(|| format!("--config is required\n{USAGE}"))?;

@@ -50,7 +50,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if backend == "cuda" {
         build.args(["--features", "cuda"]);
     }
-    status(&mut build)?;
+    crate::run_command(&mut build)?;
     let tag = format!("{preset}-{backend}");
     let ril_json = out.join(format!("ril-{tag}.json"));
     let mut ril = Command::new(root.join("target/release/ril"));
@@ -69,7 +69,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ])
         .arg("--json")
         .arg(&ril_json);
-    status(&mut ril)?;
+    crate::run_command(&mut ril)?;
     let ours = read(&ril_json)?;
     let theirs = if compare {
         let py_json = out.join(format!("pytorch-{tag}.json"));
@@ -88,7 +88,7 @@ pub fn run(args: &[String]) -> Result<()> {
             ])
             .arg("--json")
             .arg(&py_json);
-        status(&mut py)?;
+        crate::run_command(&mut py)?;
         Some(read(&py_json)?)
     } else {
         None
@@ -97,16 +97,6 @@ pub fn run(args: &[String]) -> Result<()> {
     let md = out.join(format!("report-{tag}.md"));
     std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
     println!("{table}\n(written to {})", md.display());
-    Ok(())
-}
-
-fn status(cmd: &mut Command) -> Result<()> {
-    let s = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !s.success() {
-        bail!("{cmd:?} failed ({s})");
-    }
     Ok(())
 }
 

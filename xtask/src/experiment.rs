@@ -84,22 +84,12 @@ fn ril_binary(preset: &str, backend: &str) -> Result<PathBuf> {
     if backend == "cuda" {
         build.args(["--features", "cuda"]);
     }
-    run(&mut build)?;
+    crate::run_command(&mut build)?;
     Ok(root().join(if release {
         "target/release/ril"
     } else {
         "target/debug/ril"
     }))
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let s = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !s.success() {
-        bail!("{cmd:?} failed ({s})");
-    }
-    Ok(())
 }
 
 fn read_result(dir: &Path) -> Result<EvalResult> {
@@ -145,15 +135,17 @@ fn run_cell(
         if config.output.join("config.json").is_file() {
             cmd.arg("--resume");
         }
-        run(&mut cmd)?;
+        crate::run_command(&mut cmd)?;
     }
     let base = out.join("eval-base");
     if !base.join("results.json").is_file() {
-        run(Command::new(ril)
-            .args(["eval", "--config"])
-            .arg(&cfg_path)
-            .arg("--out")
-            .arg(&base))?;
+        crate::run_command(
+            Command::new(ril)
+                .args(["eval", "--config"])
+                .arg(&cfg_path)
+                .arg("--out")
+                .arg(&base),
+        )?;
     }
     let mut stages = vec![("SD".to_string(), read_result(&base)?)];
     let mut loras = Vec::new();
@@ -173,7 +165,7 @@ fn run_cell(
             for l in &loras {
                 cmd.arg("--lora").arg(l);
             }
-            run(&mut cmd)?;
+            crate::run_command(&mut cmd)?;
         }
         stages.push((format!("+{}", letter(t.reward)), read_result(&e)?));
     }
@@ -227,17 +219,19 @@ fn run_single(
         if config.output.join("config.json").is_file() {
             cmd.arg("--resume");
         }
-        run(&mut cmd)?;
+        crate::run_command(&mut cmd)?;
     }
     let e = dir.join("eval");
     if !e.join("results.json").is_file() {
-        run(Command::new(ril)
-            .args(["eval", "--config"])
-            .arg(&cfg_path)
-            .arg("--out")
-            .arg(&e)
-            .arg("--lora")
-            .arg(&lora))?;
+        crate::run_command(
+            Command::new(ril)
+                .args(["eval", "--config"])
+                .arg(&cfg_path)
+                .arg("--out")
+                .arg(&e)
+                .arg("--lora")
+                .arg(&lora),
+        )?;
     }
     Ok((lora, read_result(&e)?))
 }
@@ -253,17 +247,19 @@ fn run_soup(ril: &Path, loras: &[PathBuf], cfg: &Path, out: &Path) -> Result<Eva
         for l in loras {
             cmd.arg("--lora").arg(l);
         }
-        run(cmd.arg("--out").arg(&file))?;
+        crate::run_command(cmd.arg("--out").arg(&file))?;
     }
     let e = dir.join("eval");
     if !e.join("results.json").is_file() {
-        run(Command::new(ril)
-            .args(["eval", "--config"])
-            .arg(cfg)
-            .arg("--out")
-            .arg(&e)
-            .arg("--lora")
-            .arg(&file))?;
+        crate::run_command(
+            Command::new(ril)
+                .args(["eval", "--config"])
+                .arg(cfg)
+                .arg("--out")
+                .arg(&e)
+                .arg("--lora")
+                .arg(&file),
+        )?;
     }
     read_result(&e)
 }

@@ -15,6 +15,17 @@ usage: cargo xtask <command>
   bench       time sampling and training steps (see `cargo xtask bench --help`)
   experiment  the paper's grid: all-orders | order AHC | report DIR (see --help)";
 
+/// Runs `cmd`; a failure to start or a non-zero exit is an error naming the command.
+pub fn run_command(cmd: &mut Command) -> Result<()> {
+    let s = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !s.success() {
+        bail!("{cmd:?} failed ({s})");
+    }
+    Ok(())
+}
+
 fn cargo(args: &[&str]) -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .args(args)
