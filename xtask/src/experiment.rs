@@ -433,6 +433,7 @@ fn write_grid_report(
         format!("# Final stage of every cell (forgetting in parentheses)\n\n{md}").as_bytes(),
     )?;
     sd_model::write_atomic(&out.join("table3.csv"), csv.as_bytes())?;
+    crate::plots::write(out, cells, &ms)?;
     println!("{md}");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod experiment;
+mod plots;
 
 use std::process::Command;
 
