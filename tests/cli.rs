@@ -5,19 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ril_testkit::{copy_dir, scratch};
 use sd_model::load::SafetensorsFile;
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("crates/sd-model/tests/fixtures")
         .join(rel)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ril-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn ril(args: &[&str], env: &[(&str, &Path)]) -> Output {
@@ -248,70 +242,5 @@ fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-#[test]
-fn soup_writes_a_lora_file_that_sample_accepts() {
-    let dir = scratch("soup");
-    let (a, b) = (
-        fixture("lora/a_r4.safetensors"),
-        fixture("lora/b_r2_alpha8.safetensors"),
-    );
-    let soup = dir.join("soup.safetensors");
-    let o = ril(
-        &[
-            "soup",
-            "--lora",
-            a.to_str().unwrap(),
-            "--lora",
-            b.to_str().unwrap(),
-            "--out",
-            soup.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let latents = latents_file(&dir);
-    let out = dir.join("out");
-    let model = fixture("tiny-sd");
-    let mut args = sample_args(
-        model.to_str().unwrap(),
-        latents.to_str().unwrap(),
-        out.to_str().unwrap(),
-    );
-    args.extend(["--lora", soup.to_str().unwrap()]);
-    let o = ril(&args, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.join("001.png").is_file());
-    let o = ril(
-        &[
-            "soup",
-            "--lora",
-            a.to_str().unwrap(),
-            "--lora",
-            b.to_str().unwrap(),
-            "--coefficients",
-            "0.2,0.2",
-            "--out",
-            soup.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("sum to 0.4"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

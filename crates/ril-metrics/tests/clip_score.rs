@@ -78,32 +78,6 @@ fn images(shape: &[usize], data: &[u8]) -> Vec<RgbImage> {
         .collect()
 }
 
-/// The parity scripts' uniform01 generator mapped to uint8 by floor(u · 256).
-fn uniform_u8(seed: u64, n: usize) -> Vec<u8> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let u = ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
-            (u * 256.0).floor() as u8
-        })
-        .collect()
-}
-
-fn close(name: &str, a: &[f32], e: &[f32], rtol: f32, atol: f32) {
-    assert_eq!(a.len(), e.len(), "{name}");
-    let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (x, y)) in a.iter().zip(e).enumerate() {
-        assert!(
-            (x - y).abs() <= rtol * y.abs() + atol * scale,
-            "{name}[{i}]: {x} vs {y}"
-        );
-    }
-}
-
 fn scorer() -> ClipScorer<B> {
     let r = root();
     ClipScorer::from_files(
@@ -129,7 +103,7 @@ fn pillow_bicubic_resize_is_bit_exact() {
         .collect();
     assert_eq!(got, expected, "upscale {:?}", rs);
     let n = 2 * 3 * 300 * 260;
-    let big = uniform_u8(702, n);
+    let big = ril_testkit::uniform_u8(702, n);
     let (_, head) = f.u8s("images_big_u8_head");
     assert_eq!(big[..16], head[..]);
     let big = images(&[2, 3, 300, 260], &big);
@@ -148,7 +122,10 @@ fn clip_score_matches_torchmetrics() {
     let s = scorer();
     let (shape, data) = f.u8s("images_u8");
     let small = images(&shape, &data);
-    let big = images(&[2, 3, 300, 260], &uniform_u8(702, 2 * 3 * 300 * 260));
+    let big = images(
+        &[2, 3, 300, 260],
+        &ril_testkit::uniform_u8(702, 2 * 3 * 300 * 260),
+    );
     for (imgs, suffix, caps) in [(small, "", "captions"), (big, "_big", "captions_big")] {
         let px = pixel_values::<B>(&imgs, 224, &device).unwrap();
         // The fixture keeps every 8th row and column.
@@ -163,7 +140,7 @@ fn clip_score_matches_torchmetrics() {
         };
         let sub = px.select(2, idx(224)).select(3, idx(224));
         // Same 8-bit pixels, /255 and normalisation in f32 (numpy goes through f64 for /255).
-        close(
+        ril_testkit::assert_close(
             &format!("pixel_values{suffix}"),
             &sub.into_data().to_vec::<f32>().unwrap(),
             &f.f32s(&format!("pixel_values{suffix}_sub8")),
@@ -173,7 +150,7 @@ fn clip_score_matches_torchmetrics() {
         let captions = f.captions(caps);
         let (scores, clip) = s.score(&imgs, &captions, &device).unwrap();
         // f32 towers in another summation order: 1e-4 relative, 1e-5 of the scale.
-        close(
+        ril_testkit::assert_close(
             &format!("scores{suffix}"),
             &scores,
             &f.f32s(&format!("scores{suffix}")),

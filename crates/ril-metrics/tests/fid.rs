@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use ril_metrics::fid::{Stats, features, frechet_distance, hash_inception, hash_values};
+use ril_testkit::assert_close;
 use sd_model::load::SafetensorsFile;
 
 type B = sd_model::backend::Cpu;
@@ -33,18 +34,6 @@ fn hash_weights_equal_the_scripts() {
     assert!(hash_values("Mixed_5b.unknown.weight", &[3]).is_err());
 }
 
-fn assert_close(name: &str, a: &[f32], e: &[f32], rtol: f32, atol: f32) {
-    assert_eq!(a.len(), e.len());
-    let scale = e.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let mut worst = 0f32;
-    for (i, (x, y)) in a.iter().zip(e).enumerate() {
-        let r = (x - y).abs() / (rtol * y.abs() + atol * scale);
-        assert!(r <= 1.0, "{name}[{i}]: {x} vs {y}");
-        worst = worst.max(r);
-    }
-    eprintln!("{name}: worst at {worst:.3}x the tolerance");
-}
-
 #[test]
 fn inception_features_match_pytorch_fid() {
     let r = fixture();
@@ -57,25 +46,11 @@ fn inception_features_match_pytorch_fid() {
     assert_close("features", &f, &r.read_f32("features").unwrap(), 1e-4, 1e-5);
 }
 
-/// The parity scripts' uniform01 generator (SplitMix64, 24-bit uniforms).
-fn uniform01(seed: u64, n: usize) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
-}
-
 #[test]
 fn inception_features_of_a_299_input_match_without_resizing() {
     let r = fixture();
     let device = Default::default();
-    let data = uniform01(602, 3 * 299 * 299);
+    let data = ril_testkit::generate("uniform01", 602, 3 * 299 * 299, 1.0);
     assert_eq!(data[..16], r.read_f32("images_sq_head").unwrap()[..]);
     let x = burn::tensor::Tensor::<B, 4>::from_data(
         burn::tensor::TensorData::new(data, [1, 3, 299, 299]),

@@ -1,7 +1,7 @@
 //! Helpers for the rewards parity tests: fixture paths, the parity script's portable generator
 //! (inputs too large to commit are regenerated bit-exactly from their seed), and comparisons of
 //! full or subsampled references.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
@@ -28,33 +28,7 @@ pub fn reference(name: &str) -> SafetensorsFile {
     SafetensorsFile::open(&fixture(&format!("{name}.safetensors"))).unwrap()
 }
 
-pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec().unwrap()
-}
-
-/// The parity script's generator: SplitMix64, 24-bit uniforms, Irwin–Hall normals (12 uniforms).
-fn generate(kind: &str, seed: u64, n: usize, a: f32) -> Vec<f32> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) >> 40
-    };
-    let two24 = (1u64 << 24) as f32;
-    (0..n)
-        .map(|_| match kind {
-            "uniform01" => next() as f32 / two24,
-            "uniform_sym" => (next() as f32 / two24 * 2.0 - 1.0) * a,
-            "normal" => {
-                let s: i64 = (0..12).map(|_| next() as i64).sum::<i64>() - 6 * (1i64 << 24);
-                s as f32 / two24
-            }
-            other => panic!("unknown generator kind {other}"),
-        })
-        .collect()
-}
+pub use ril_testkit::{assert_close, generate, values};
 
 fn meta(r: &SafetensorsFile, key: &str) -> Value {
     r.metadata(key)
@@ -86,32 +60,6 @@ pub fn input<Bk: Backend, const D: usize>(r: &SafetensorsFile, name: &str) -> Te
     );
     let shape: [usize; D] = shape.try_into().unwrap();
     Tensor::from_data(TensorData::new(data, shape), &device)
-}
-
-/// `|a − e| ≤ rtol·|e| + atol_scale·max|e|` element-wise.
-pub fn assert_close(name: &str, actual: &[f32], expected: &[f32], rtol: f32, atol_scale: f32) {
-    assert_eq!(actual.len(), expected.len(), "{name}: length");
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(
-        scale > 0.0 && scale.is_finite(),
-        "{name}: degenerate reference"
-    );
-    let mut worst = (0, 0f32);
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(a.is_finite(), "{name}: element {i} is {a}");
-        let ratio = (a - e).abs() / (rtol * e.abs() + atol_scale * scale);
-        if ratio > worst.1 {
-            worst = (i, ratio);
-        }
-    }
-    let (i, r) = worst;
-    eprintln!("{name}: worst element at {r:.3}x the tolerance");
-    assert!(
-        r <= 1.0,
-        "{name}: element {i}: got {}, expected {}",
-        actual[i],
-        expected[i]
-    );
 }
 
 /// Compares `actual` with reference `key`, stored in full or as `key_sub` at the indices

@@ -1,5 +1,5 @@
 //! Helpers shared by the sd-model integration tests: fixture paths and tensor comparison.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
@@ -29,41 +29,7 @@ pub fn reference(name: &str) -> SafetensorsFile {
         .expect("reference fixture")
 }
 
-pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec().expect("f32 data")
-}
-
-/// Asserts `|a - e| <= rtol * |e| + atol_scale * max|e|` for every element: a relative test
-/// with an absolute floor proportional to the tensor's magnitude, so that values near zero (where
-/// a relative error is meaningless after cancellations) are judged on the tensor's scale.
-pub fn assert_close(name: &str, actual: &[f32], expected: &[f32], rtol: f32, atol_scale: f32) {
-    assert_eq!(actual.len(), expected.len(), "{name}: length");
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(
-        scale > 0.0 && scale.is_finite(),
-        "{name}: degenerate reference (max |e| = {scale})"
-    );
-    let mut worst = (0usize, 0f32);
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - e).abs();
-        let allowed = rtol * e.abs() + atol_scale * scale;
-        assert!(a.is_finite(), "{name}: element {i} is {a}");
-        if err / allowed > worst.1 {
-            worst = (i, err / allowed);
-        }
-    }
-    let (i, ratio) = worst;
-    eprintln!(
-        "{name}: worst element at {ratio:.3}x the tolerance (rtol {rtol:e}, atol {atol_scale:e} x {scale})"
-    );
-    assert!(
-        ratio <= 1.0,
-        "{name}: element {i}: got {}, expected {} (|err| = {}, {ratio:.2}x the tolerance; max |e| = {scale})",
-        actual[i],
-        expected[i],
-        (actual[i] - expected[i]).abs()
-    );
-}
+pub use ril_testkit::{assert_close, copy_dir, scratch, values};
 
 /// A tensor of a safetensors file as raw parts, for tests that write altered checkpoints.
 #[derive(Clone)]
@@ -103,26 +69,4 @@ pub fn write_raw(path: &Path, entries: &[RawEntry]) {
         })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
-/// A fresh scratch folder for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ril-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Copies a folder tree.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
