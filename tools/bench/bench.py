@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `cargo xtask bench --compare`: the same timings as `ril bench` with
+diffusers + peft + kornia, written in the same JSON format.
+
+Timed (after one warm-up; median, min, max of --reps runs): UNet forward (CFG batch 2B), VAE
+decode, one DDIM sampling run (N guided steps + decode, no grad), and one training step of the
+baseline and of RID: N-1 DDIM steps without grad, the last step with grad (CFG), VAE decode, the
+compressibility reward through kornia's differentiable JPEG (q 80), loss -mean R (+ 0.1 MSE to an
+EMA teacher's last step for RID), backward, clip_grad_norm_(1.0), AdamW on the LoRA pair (rank 4
+on to_q/to_k/to_v/to_out.0), EMA update for RID. Same shapes and steps as ril's presets:
+tiny = the parity fixture pipeline, 64x64, batch 2, 10 steps; sd15 = SD 1.5 shapes with random
+weights, 512x512, batch 1, 50 steps. On CUDA it runs bf16 weights with SDPA.
+
+Rerun: /path/to/venv/bin/python tools/bench/bench.py --preset tiny --threads 2 --json out.json
+(versions: tools/parity/requirements.txt).
+"""
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from kornia.enhance import jpeg_codec_differentiable
+from peft import LoraConfig
+from transformers import CLIPTextConfig, CLIPTextModel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(ROOT, "crates/sd-model/tests/fixtures/tiny-sd")
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(reps, device, fn):
+    fn()
+    sync(device)
+    ts = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        fn()
+        sync(device)
+        ts.append(time.perf_counter() - s)
+    ts.sort()
+    return {"median_s": ts[len(ts) // 2], "min_s": ts[0], "max_s": ts[-1], "reps": reps}
+
+
+def build(preset, device, dtype):
+    pipe = StableDiffusionPipeline.from_pretrained(TINY, safety_checker=None)
+    if preset == "sd15":
+        pipe.unet = UNet2DConditionModel(cross_attention_dim=768)  # SD 1.5's config defaults
+        pipe.vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2,
+            latent_channels=4,
+        )
+        pipe.text_encoder = CLIPTextModel(CLIPTextConfig())
+    pipe.to(device, dtype)
+    return pipe
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    tiny = a.preset == "tiny"
+    size, steps, batch = (64, 10, 2) if tiny else (512, 50, 1)
+    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
+    dev = a.device
+    pipe = build(a.preset, dev, dtype)
+    unet, vae = pipe.unet, pipe.vae
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    sf = vae.config.scaling_factor
+    prompts = [f"a photo of a cat number {i}" for i in range(batch)]
+    with torch.no_grad():
+        ids = pipe.tokenizer([""] * batch + prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(dev)
+        ctx = pipe.text_encoder(ids)[0]
+    h = size // 8
+    z = torch.randn(batch, 4, h, h, device=dev, dtype=dtype)
+    res = {}
+
+    def guided(model, x, t):
+        out = model(torch.cat([x, x]), t, ctx).sample
+        u, c = out.chunk(2)
+        return u + 7.5 * (c - u)
+
+    with torch.no_grad():
+        res["unet_forward"] = timed(a.reps, dev, lambda: unet(torch.cat([z, z]), torch.full((2 * batch,), 500, device=dev), ctx))
+        res["vae_decode"] = timed(a.reps, dev, lambda: vae.decode(z / sf).sample)
+
+        def sample():
+            x = z
+            for t in sched.timesteps:
+                x = sched.step(guided(unet, x, t), t, x, eta=0.0).prev_sample
+            return vae.decode(x / sf).sample
+
+        res["sample"] = timed(min(a.reps, 3), dev, sample)
+
+    unet.requires_grad_(False)
+    vae.requires_grad_(False)
+    for name, rid in [("train_step_baseline", False), ("train_step_rid", True)]:
+        student = copy.deepcopy(unet)
+        student.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        params = [p for p in student.parameters() if p.requires_grad]
+        teacher = copy.deepcopy(student) if rid else None
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+
+        def step():
+            with torch.no_grad():
+                x = z
+                for t in sched.timesteps[:-1]:
+                    x = sched.step(guided(student, x, t), t, x, eta=0.0).prev_sample
+            t = sched.timesteps[-1]
+            z0 = sched.step(guided(student, x, t), t, x, eta=0.0).prev_sample
+            img = (vae.decode(z0 / sf).sample / 2 + 0.5).clamp(0, 1)
+            jpeg = jpeg_codec_differentiable(img.float(), torch.tensor([80.0], device=dev))
+            r = -((img.float() - jpeg) ** 2).mean(dim=(1, 2, 3))
+            loss = -r.mean()
+            if rid:
+                with torch.no_grad():
+                    z0t = sched.step(guided(teacher, x, t), t, x, eta=0.0).prev_sample
+                loss = loss + 0.1 * ((z0 - z0t) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if rid:
+                with torch.no_grad():
+                    for pt, ps in zip([p for p in teacher.parameters() if p.requires_grad], params):
+                        pt.mul_(0.99).add_(ps, alpha=0.01)
+
+        res[name] = timed(min(a.reps, 3), dev, step)
+    res["rid_over_baseline"] = res["train_step_rid"]["median_s"] / res["train_step_baseline"]["median_s"]
+    record = {"impl": "pytorch", "preset": a.preset, "backend": dev, "threads": str(a.threads), "batch": batch, "size": size, "steps": steps, "results": res}
+    text = json.dumps(record, indent=2, sort_keys=True)
+    print(text)
+    if a.json:
+        with open(a.json + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(a.json + ".tmp", a.json)
+
+
+if __name__ == "__main__":
+    main()
