@@ -53,7 +53,7 @@ pub fn run(args: &[String]) -> Result<()> {
     crate::run_command(&mut build)?;
     let tag = format!("{preset}-{backend}");
     let ril_json = out.join(format!("ril-{tag}.json"));
-    let mut ril = Command::new(root.join("target/release/ril"));
+    let mut ril = Command::new(crate::target_dir().join("release/ril"));
     ril.current_dir(&root)
         .env("RAYON_NUM_THREADS", threads.to_string())
         .args([

@@ -16,6 +16,15 @@ usage: cargo xtask <command>
   bench       time sampling and training steps (see `cargo xtask bench --help`)
   experiment  the paper's grid: all-orders | order AHC | report DIR (see --help)";
 
+/// Cargo's target folder: $CARGO_TARGET_DIR (relative to the repository root) or ROOT/target.
+pub fn target_dir() -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 /// Runs `cmd`; a failure to start or a non-zero exit is an error naming the command.
 pub fn run_command(cmd: &mut Command) -> Result<()> {
     let s = cmd
