@@ -85,11 +85,7 @@ fn ril_binary(preset: &str, backend: &str) -> Result<PathBuf> {
         build.args(["--features", "cuda"]);
     }
     crate::run_command(&mut build)?;
-    Ok(root().join(if release {
-        "target/release/ril"
-    } else {
-        "target/debug/ril"
-    }))
+    Ok(crate::target_dir().join(if release { "release/ril" } else { "debug/ril" }))
 }
 
 fn read_result(dir: &Path) -> Result<EvalResult> {
