@@ -1,20 +1,11 @@
 //! `ril fid` on image folders: a distance is computed, the real folder's statistics are cached,
 //! and bad folders fail with a clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn ril(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ril"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
-}
+use common::ril;
+
+use std::path::{Path, PathBuf};
 
 fn folder(root: &Path, name: &str, n: usize, seed: u32, size: u32) -> PathBuf {
     let dir = root.join(name);

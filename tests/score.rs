@@ -1,8 +1,11 @@
 //! `ril score` on folders of images: one line per image in file-name order and the mean, JSON
 //! with `--out`, the same numbers as the rewards library, and clear errors for bad input.
 
+mod common;
+
+use common::ril;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -33,18 +36,6 @@ fn images(dir: &Path) -> PathBuf {
         .save(imgs.join("b.png"))
         .unwrap();
     imgs
-}
-
-fn ril(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_ril"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
 }
 
 #[test]
