@@ -3,7 +3,7 @@
 //! JSON in the same format as tools/bench/bench.py (the PyTorch reference).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -20,15 +20,18 @@ use sd_model::{DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig
 use serde_json::json;
 
 pub const USAGE: &str = "\
-usage: ril bench [--preset tiny|sd15] [--backend cpu|cuda] [--what sample|train-step|all]
-                 [--reps N] [--steps N] [--batch N] [--json FILE]
+usage: ril bench [--preset tiny|sd15] [--backend cpu|cuda] [--dtype f32|bf16]
+                 [--what sample|train-step|all] [--reps N] [--steps N] [--batch N] [--json FILE]
 
   tiny: the parity fixtures' pipeline, 64x64, batch 2, 10 DDIM steps (CPU).
-  sd15: SD 1.5 shapes with random weights (no download), 512x512, batch 1, 50 steps.";
+  sd15: SD 1.5 shapes with random weights (no download), 512x512, batch 1, 50 steps.
+  --dtype bf16 (CUDA only) runs every tensor in bf16, as the PyTorch reference does on GPU.
+  The JSON record is rewritten after each measurement, so a run cut short keeps what it timed.";
 
 struct Args {
     preset: String,
     backend: String,
+    dtype: String,
     what: String,
     reps: usize,
     steps: Option<usize>,
@@ -40,6 +43,7 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut a = Args {
         preset: "tiny".into(),
         backend: "cpu".into(),
+        dtype: "f32".into(),
         what: "all".into(),
         reps: 5,
         steps: None,
@@ -51,6 +55,7 @@ fn parse(args: &[String]) -> Result<Args> {
         match flag {
             "--preset" => a.preset = f.value(flag)?,
             "--backend" => a.backend = f.value(flag)?,
+            "--dtype" => a.dtype = f.value(flag)?,
             "--what" => a.what = f.value(flag)?,
             "--reps" => a.reps = f.parse(flag)?,
             "--steps" => a.steps = Some(f.parse(flag)?),
@@ -63,6 +68,12 @@ fn parse(args: &[String]) -> Result<Args> {
         || !matches!(a.what.as_str(), "sample" | "train-step" | "all")
     {
         bail!("bad --preset or --what\n{USAGE}");
+    }
+    if !matches!(a.dtype.as_str(), "f32" | "bf16") {
+        bail!("--dtype must be f32 or bf16\n{USAGE}");
+    }
+    if a.dtype == "bf16" && a.backend != "cuda" {
+        bail!("--dtype bf16 needs --backend cuda (the CPU backend runs f32)");
     }
     if a.reps == 0 {
         bail!("--reps must be ≥ 1");
@@ -99,7 +110,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn bench_cuda(a: &Args) -> Result<()> {
-    bench::<sd_model::backend::CudaAutodiff>(a, &Default::default())
+    if a.dtype == "bf16" {
+        bench::<sd_model::backend::CudaBf16Autodiff>(a, &Default::default())
+    } else {
+        bench::<sd_model::backend::CudaAutodiff>(a, &Default::default())
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -112,15 +127,19 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
     let (size, steps, batch) = if tiny { (64, 10, 2) } else { (512, 50, 1) };
     let steps = a.steps.unwrap_or(steps);
     let batch = a.batch.unwrap_or(batch);
+    // The tiny fixture pipeline, found from the working directory (a checkout's root, as on the
+    // GPU machine) or else where this binary was built.
+    let rel = "crates/sd-model/tests/fixtures/tiny-sd";
+    let dir = if Path::new(rel).is_dir() {
+        PathBuf::from(rel)
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+    };
     let sd: StableDiffusion<B> = if tiny {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("crates/sd-model/tests/fixtures/tiny-sd");
         StableDiffusion::load(&dir, device)?
     } else {
         // SD 1.5 shapes with random weights (the tiny fixture's tokenizer gives ids the real
         // vocabulary also has; prompt encoding is outside every timed region).
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("crates/sd-model/tests/fixtures/tiny-sd");
         let mut sd = StableDiffusion::load(&dir, device)?;
         sd.text_encoder = sd_model::ClipTextConfig::sd15().init(device)?;
         sd.unet = UNetConfig::sd15().init(device)?;
@@ -128,6 +147,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         sd
     };
     let h = size / 8;
+    let shape = (batch, size, steps);
     let mut results = BTreeMap::new();
     let inner = sd.unet.valid();
     let vae = sd.vae.valid();
@@ -149,41 +169,34 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         lambda: 0.1,
     };
     if a.what != "train-step" {
-        results.insert(
-            "unet_forward",
-            time(a.reps, || {
-                let x = Tensor::cat(vec![z.clone(), z.clone()], 0);
-                let t = Tensor::full([2 * batch], 500.0, device);
-                sync(inner.forward(x, t, context.clone()));
-                Ok(())
-            })?,
-        );
-        results.insert(
-            "vae_decode",
-            time(a.reps, || {
-                sync(vae.decode_latents(z.clone()));
-                Ok(())
-            })?,
-        );
-        results.insert(
-            "sample",
-            time(a.reps.min(3), || {
-                let mut r = NoiseRng::new(1);
-                let z1 = rid_trainer::step::sample_to_last(
-                    &inner,
-                    &scheduler,
-                    &context,
-                    z.clone(),
-                    p,
-                    &mut r,
-                );
-                let t = *scheduler.timesteps.last().expect("steps");
-                let eps =
-                    rid_trainer::step::guided_eps(&inner, z1.clone(), t, &context, p.guidance);
-                sync(vae.decode_latents(scheduler.step(eps, t, z1, 0.0, None).0));
-                Ok(())
-            })?,
-        );
+        let v = time(a.reps, || {
+            let x = Tensor::cat(vec![z.clone(), z.clone()], 0);
+            let t = Tensor::full([2 * batch], 500.0, device);
+            sync(inner.forward(x, t, context.clone()));
+            Ok(())
+        })?;
+        put(a, shape, &mut results, "unet_forward", v)?;
+        let v = time(a.reps, || {
+            sync(vae.decode_latents(z.clone()));
+            Ok(())
+        })?;
+        put(a, shape, &mut results, "vae_decode", v)?;
+        let v = time(a.reps.min(3), || {
+            let mut r = NoiseRng::new(1);
+            let z1 = rid_trainer::step::sample_to_last(
+                &inner,
+                &scheduler,
+                &context,
+                z.clone(),
+                p,
+                &mut r,
+            );
+            let t = *scheduler.timesteps.last().expect("steps");
+            let eps = rid_trainer::step::guided_eps(&inner, z1.clone(), t, &context, p.guidance);
+            sync(vae.decode_latents(scheduler.step(eps, t, z1, 0.0, None).0));
+            Ok(())
+        })?;
+        put(a, shape, &mut results, "sample", v)?;
     }
     if a.what != "sample" {
         let reward = Compressibility::default();
@@ -193,36 +206,34 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
             let mut teacher = unet.valid();
             let mut adam = AdamW::default();
             let vae_ad = sd.vae.clone().no_grad();
-            results.insert(
-                name,
-                time(a.reps.min(3), || {
-                    let out = step_loss(
-                        &unet,
-                        rid.then_some(&teacher),
-                        &vae_ad,
-                        &reward,
-                        &scheduler,
-                        StepInputs {
-                            context: context.clone(),
-                            z_n: z.clone(),
-                            prompts: &prompts,
-                            noise_seed: 0,
-                        },
-                        p,
-                    )?;
-                    let mut grads = BTreeMap::new();
-                    accumulate_grads(&unet, 0, &out.loss.backward(), &mut grads)?;
-                    let up = UpdateParams {
-                        grad_scale: 1.0,
-                        lr: 1e-4,
-                        weight_decay: 0.0,
-                        grad_clip: 1.0,
-                        ema_momentum: 0.99,
-                    };
-                    apply_update(&mut unet, &mut teacher, &mut adam, 0, grads, &up)?;
-                    Ok(())
-                })?,
-            );
+            let v = time(a.reps.min(3), || {
+                let out = step_loss(
+                    &unet,
+                    rid.then_some(&teacher),
+                    &vae_ad,
+                    &reward,
+                    &scheduler,
+                    StepInputs {
+                        context: context.clone(),
+                        z_n: z.clone(),
+                        prompts: &prompts,
+                        noise_seed: 0,
+                    },
+                    p,
+                )?;
+                let mut grads = BTreeMap::new();
+                accumulate_grads(&unet, 0, &out.loss.backward(), &mut grads)?;
+                let up = UpdateParams {
+                    grad_scale: 1.0,
+                    lr: 1e-4,
+                    weight_decay: 0.0,
+                    grad_clip: 1.0,
+                    ema_momentum: 0.99,
+                };
+                apply_update(&mut unet, &mut teacher, &mut adam, 0, grads, &up)?;
+                Ok(())
+            })?;
+            put(a, shape, &mut results, name, v)?;
         }
         let ratio = results["train_step_rid"]["median_s"]
             .as_f64()
@@ -230,16 +241,40 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
             / results["train_step_baseline"]["median_s"]
                 .as_f64()
                 .unwrap_or(1.0);
-        results.insert("rid_over_baseline", json!(ratio));
+        put(a, shape, &mut results, "rid_over_baseline", json!(ratio))?;
     }
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
-    let record = json!({
-        "impl": "ril", "preset": a.preset, "backend": a.backend, "threads": threads,
-        "batch": batch, "size": size, "steps": steps, "results": results,
-    });
-    let text = serde_json::to_string_pretty(&record)?;
+    let text = serde_json::to_string_pretty(&record(a, batch, size, steps, &results))?;
     println!("{text}");
+    Ok(())
+}
+
+/// The JSON record of what was timed so far (the same fields as tools/bench/bench.py writes).
+fn record(
+    a: &Args,
+    batch: usize,
+    size: usize,
+    steps: usize,
+    results: &BTreeMap<&str, serde_json::Value>,
+) -> serde_json::Value {
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    json!({
+        "impl": "ril", "preset": a.preset, "backend": a.backend, "dtype": a.dtype,
+        "threads": threads, "batch": batch, "size": size, "steps": steps, "results": results,
+    })
+}
+
+/// Adds one measurement, reports it on stderr and rewrites the JSON file (atomically).
+fn put(
+    a: &Args,
+    shape: (usize, usize, usize),
+    results: &mut BTreeMap<&'static str, serde_json::Value>,
+    name: &'static str,
+    value: serde_json::Value,
+) -> Result<()> {
+    eprintln!("{name}: {value}");
+    results.insert(name, value);
     if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&record(a, shape.0, shape.1, shape.2, results))?;
         lora_group::io::write_atomic(path, text.as_bytes())?;
     }
     Ok(())

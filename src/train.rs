@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rid_trainer::TrainConfig;
 
 pub const USAGE: &str = "\
@@ -60,7 +60,7 @@ fn train_cuda(config: &TrainConfig, resume: bool) -> Result<PathBuf> {
 
 #[cfg(not(feature = "cuda"))]
 fn train_cuda(_: &TrainConfig, _: bool) -> Result<PathBuf> {
-    bail!(
+    anyhow::bail!(
         "this ril was built without CUDA: rebuild with `--features cuda`, or set model.backend = \"cpu\""
     )
 }

@@ -9,7 +9,10 @@ compressibility reward through kornia's differentiable JPEG (q 80), loss -mean R
 EMA teacher's last step for RID), backward, clip_grad_norm_(1.0), AdamW on the LoRA pair (rank 4
 on to_q/to_k/to_v/to_out.0), EMA update for RID. Same shapes and steps as ril's presets:
 tiny = the parity fixture pipeline, 64x64, batch 2, 10 steps; sd15 = SD 1.5 shapes with random
-weights, 512x512, batch 1, 50 steps. On CUDA it runs bf16 weights with SDPA.
+weights, 512x512, batch 1, 50 steps. On CUDA it runs bf16 weights with SDPA by default
+(--dtype fp32 for the f32 comparison; TF32 stays off, PyTorch's default for matmuls) and records
+each measurement's peak allocated GPU memory. The JSON is rewritten after every measurement, so
+a run cut short keeps what it timed.
 
 Rerun: /path/to/venv/bin/python tools/bench/bench.py --preset tiny --threads 2 --json out.json
 (versions: tools/parity/requirements.txt).
@@ -18,7 +21,7 @@ import argparse
 import copy
 import json
 import os
-import statistics
+import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +42,8 @@ def sync(device):
 
 
 def timed(reps, device, fn):
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     fn()
     sync(device)
     ts = []
@@ -48,7 +53,10 @@ def timed(reps, device, fn):
         sync(device)
         ts.append(time.perf_counter() - s)
     ts.sort()
-    return {"median_s": ts[len(ts) // 2], "min_s": ts[0], "max_s": ts[-1], "reps": reps}
+    out = {"median_s": ts[len(ts) // 2], "min_s": ts[0], "max_s": ts[-1], "reps": reps}
+    if device == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
 
 
 def build(preset, device, dtype):
@@ -62,7 +70,7 @@ def build(preset, device, dtype):
             layers_per_block=2,
             latent_channels=4,
         )
-        pipe.text_encoder = CLIPTextModel(CLIPTextConfig())
+        pipe.text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, projection_dim=768))  # ViT-L/14's text tower
     pipe.to(device, dtype)
     return pipe
 
@@ -73,13 +81,16 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], help="default: bf16 on cuda, fp32 on cpu")
+    ap.add_argument("--what", default="all", choices=["sample", "train-step", "all"])
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tiny = a.preset == "tiny"
     size, steps, batch = (64, 10, 2) if tiny else (512, 50, 1)
-    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
+    dname = a.dtype or ("bf16" if a.device == "cuda" else "fp32")
+    dtype = torch.bfloat16 if dname == "bf16" else torch.float32
     dev = a.device
     pipe = build(a.preset, dev, dtype)
     unet, vae = pipe.unet, pipe.vae
@@ -93,23 +104,36 @@ def main():
     h = size // 8
     z = torch.randn(batch, 4, h, h, device=dev, dtype=dtype)
     res = {}
+    record = {"impl": "pytorch", "preset": a.preset, "backend": dev, "dtype": dname, "threads": str(a.threads), "batch": batch, "size": size, "steps": steps, "results": res, "torch": torch.__version__}
+    if dev == "cuda":
+        record["gpu"] = torch.cuda.get_device_name()
+
+    def put(name, value):
+        res[name] = value
+        print(name, json.dumps(value), file=sys.stderr, flush=True)
+        if a.json:
+            with open(a.json + ".tmp", "w") as f:
+                f.write(json.dumps(record, indent=2, sort_keys=True))
+            os.replace(a.json + ".tmp", a.json)
 
     def guided(model, x, t):
         out = model(torch.cat([x, x]), t, ctx).sample
         u, c = out.chunk(2)
         return u + 7.5 * (c - u)
 
-    with torch.no_grad():
-        res["unet_forward"] = timed(a.reps, dev, lambda: unet(torch.cat([z, z]), torch.full((2 * batch,), 500, device=dev), ctx))
-        res["vae_decode"] = timed(a.reps, dev, lambda: vae.decode(z / sf).sample)
+    def sample():
+        x = z
+        for t in sched.timesteps:
+            x = sched.step(guided(unet, x, t), t, x, eta=0.0).prev_sample
+        return vae.decode(x / sf).sample
 
-        def sample():
-            x = z
-            for t in sched.timesteps:
-                x = sched.step(guided(unet, x, t), t, x, eta=0.0).prev_sample
-            return vae.decode(x / sf).sample
-
-        res["sample"] = timed(min(a.reps, 3), dev, sample)
+    if a.what != "train-step":
+        with torch.no_grad():
+            put("unet_forward", timed(a.reps, dev, lambda: unet(torch.cat([z, z]), torch.full((2 * batch,), 500, device=dev), ctx)))
+            put("vae_decode", timed(a.reps, dev, lambda: vae.decode(z / sf).sample))
+            put("sample", timed(min(a.reps, 3), dev, sample))
+    if a.what == "sample":
+        return finish(a, record)
 
     unet.requires_grad_(False)
     vae.requires_grad_(False)
@@ -144,15 +168,13 @@ def main():
                     for pt, ps in zip([p for p in teacher.parameters() if p.requires_grad], params):
                         pt.mul_(0.99).add_(ps, alpha=0.01)
 
-        res[name] = timed(min(a.reps, 3), dev, step)
-    res["rid_over_baseline"] = res["train_step_rid"]["median_s"] / res["train_step_baseline"]["median_s"]
-    record = {"impl": "pytorch", "preset": a.preset, "backend": dev, "threads": str(a.threads), "batch": batch, "size": size, "steps": steps, "results": res}
-    text = json.dumps(record, indent=2, sort_keys=True)
-    print(text)
-    if a.json:
-        with open(a.json + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(a.json + ".tmp", a.json)
+        put(name, timed(min(a.reps, 3), dev, step))
+    put("rid_over_baseline", res["train_step_rid"]["median_s"] / res["train_step_baseline"]["median_s"])
+    finish(a, record)
+
+
+def finish(a, record):
+    print(json.dumps(record, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

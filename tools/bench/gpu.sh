@@ -1,41 +1,106 @@
 #!/usr/bin/env bash
-# GPU benchmarks in one command, for the device machine (not run by CI; not yet run at all: no GPU
-# was lent when it was written). Build the binary here first and take it along:
+# GPU checks and benchmarks in one command, for the device machine (CI never runs it). Build the
+# binary here first and take it along with the wheels PyTorch's side lacks there:
 #
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --bin ril
-#   mkdir -p .gpu && cp target/release/ril .gpu/ril-cuda    # .gpu/ in .git/info/exclude
-#   device run: bash tools/bench/gpu.sh .gpu/ril-cuda        (carry .gpu, and .whl for PyTorch)
+#   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-cuda.xz   # .gpu/ is excluded
+#   target/release/ril train --config configs/tiny/rid-ahc.toml  # CPU reference, then
+#   cp runs/tiny/rid-ahc/metrics.jsonl .gpu/cpu-metrics.jsonl
+#   pip download diffusers==0.42.1 kornia==0.9.0 kornia_rs==0.2.0 into .whl (device README)
+#   device run (carry .gpu and .whl): bash tools/bench/gpu.sh .gpu/ril-cuda.xz
 #
-# It runs the tiny parity pipeline on the GPU (ril sample, compared with diffusers' image), the
-# sd15-shaped benches of ril (random weights, 512x512, batch 1, 50 steps) and, when torch,
-# diffusers, peft and kornia import, the PyTorch reference with the same shapes; everything lands
-# in $OUT (or ./gpu-out).
+# Phases, each under its own timeout and skipped once the overall budget ($BUDGET s) is spent:
+#   1. tiny parity pipeline on CUDA (ril sample from the fixture latents) vs diffusers' image;
+#   2. tiny RID run (configs/tiny/rid-ahc.toml, backend cuda) vs the CPU run's metrics;
+#   3. sd15-shaped benches (random weights, 512x512, batch 1, 50 DDIM steps) of ril (f32, and
+#      bf16 sampling) and of PyTorch (bf16 and fp32), peak GPU memory polled with nvidia-smi;
+#   4. tools/bench/gpu_report.py: samples/s, TFLOP/s, MFU and the ratios, as report.md.
+# $OUT (or ./gpu-out) receives summary.txt, report.md and gpu-out.tar.gz with every log and JSON.
 set -uo pipefail
-RIL=${1:?usage: gpu.sh PATH/TO/ril-cuda}
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-FIX=crates/sd-model/tests/fixtures
-python3 - <<'PY' > "$OUT/latents.log" 2>&1 || true
-# Writes the parity latents as a latents file (plain Python: no torch needed).
-import json, struct
-raw = open("crates/sd-model/tests/fixtures/reference/pipeline.safetensors", "rb").read()
-n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n]); s, e = h["latents"]["data_offsets"]
-data = raw[8 + n + s:8 + n + e]
-hdr = json.dumps({"latents": {"dtype": "F32", "shape": [2, 4, 8, 8], "data_offsets": [0, len(data)]}}).encode()
-hdr += b" " * (-len(hdr) % 8)
-open("gpu-latents.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + data)
-PY
-( time "$RIL" sample --model $FIX/tiny-sd --prompt "a photo of a cat" --prompt "a red car" \
-    --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 \
-    --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda ) > "$OUT/tiny.log" 2>&1
-echo "tiny parity sample: exit $?" | tee -a "$OUT/summary.txt"
-( time timeout 420 "$RIL" bench --preset sd15 --backend cuda --reps 3 --json "$OUT/ril-sd15-cuda.json" ) > "$OUT/ril-bench.log" 2>&1
-echo "ril sd15 bench: exit $?" | tee -a "$OUT/summary.txt"
-if python3 -c "import torch, diffusers, peft, kornia" 2>/dev/null; then
-  ( time timeout 300 python3 tools/bench/bench.py --preset sd15 --device cuda --reps 3 --json "$OUT/pytorch-sd15-cuda.json" ) > "$OUT/pytorch-bench.log" 2>&1
-  echo "pytorch sd15 bench: exit $?" | tee -a "$OUT/summary.txt"
-else
-  echo "pytorch sd15 bench: skipped (torch/diffusers/peft/kornia not importable)" | tee -a "$OUT/summary.txt"
+RIL=${1:?usage: gpu.sh PATH/TO/ril-cuda[.xz]}
+FINAL=${OUT:-gpu-out}   # gets summary.txt, report.md and gpu-out.tar.gz (everything)
+OUT=/tmp/gpu-out        # the device returns at most 8 files: work here, pack at the end
+BUDGET=${BUDGET:-480}
+rm -rf "$OUT" && mkdir -p "$OUT" "$FINAL"
+export RUST_BACKTRACE=1
+if [[ $RIL == *.xz ]]; then   # the binary is 72 MB, xz makes it about 13 (the tree travels <= 64 MiB)
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$RIL" /tmp/ril-cuda
+  chmod +x /tmp/ril-cuda && RIL=/tmp/ril-cuda
 fi
-nvidia-smi --query-gpu=memory.used --format=csv >> "$OUT/gpu.txt"
+SUMMARY="$OUT/summary.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+# cudarc loads libcuda and libnvrtc at run time: put every folder holding them on the path.
+LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
+for d in $(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /usr/local/nvidia/lib64 \
+    /usr/lib/x86_64-linux-gnu /opt/torch/.venv/lib/python3*/site-packages/nvidia \
+    -maxdepth 3 \( -name 'libnvrtc.so*' -o -name 'libcuda.so*' \) -printf '%h\n' 2>/dev/null \
+    | grep -v /stubs | sort -ru); do   # the toolkit's stub libcuda.so answers garbage: never load it
+  LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+export LD_LIBRARY_PATH
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$OUT/env.txt"
+for d in ${LD_LIBRARY_PATH//:/ }; do ls -l "$d"/libcuda.so* "$d"/libnvrtc* 2>/dev/null; done >> "$OUT/env.txt"
+# Kernel (PTX) and autotune caches shared by the ril processes of this call.
+printf '[compilation]\ncache = "target"\n' > cubecl.toml
+
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl > "$OUT/pip.log" 2>&1 && export PYTHONPATH=/tmp/site
+fi
+
+# phase NAME MAX_SECONDS COMMAND...: runs COMMAND with a timeout (MAX or what is left of the
+# budget), its output in $OUT/NAME.log, GPU memory polled every 100 ms into $OUT/NAME.mem.
+phase() {
+  local name=$1 max=$2; shift 2
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then echo "$name: skipped (budget spent)" | tee -a "$SUMMARY"; return; fi
+  [ "$max" -gt "$left" ] && max=$left
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/$name.mem" 2>/dev/null &
+  local poll=$! start=$SECONDS
+  timeout "$max" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  kill "$poll" 2>/dev/null
+  local peak
+  peak=$(sort -n "$OUT/$name.mem" | tail -1)
+  echo "$name: exit $rc, $((SECONDS - start)) s (limit $max), peak GPU memory ${peak:-?} MiB" | tee -a "$SUMMARY"
+  [ "$rc" -ne 0 ] && tail -n 12 "$OUT/$name.log" | sed 's/^/    /' | tee -a "$SUMMARY"
+  LAST_RC=$rc
+  return 0
+}
+
+FIX=crates/sd-model/tests/fixtures
+python3 tools/bench/gpu_report.py latents "$FIX/reference/pipeline.safetensors" gpu-latents.safetensors
+phase tiny-sample 90 "$RIL" sample --model $FIX/tiny-sd --prompt "a photo of a cat" \
+  --prompt "a red car" --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 \
+  --eta 0 --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda
+if [ "${LAST_RC:-1}" -ne 0 ]; then   # once more without the kernel cache and with PyTorch's nvrtc
+  rm -f cubecl.toml
+  LD_LIBRARY_PATH=$(ls -d /usr/local/nvidia/lib64 /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib 2>/dev/null | paste -sd:)
+  echo "retry with LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$SUMMARY"
+  phase tiny-sample 90 "$RIL" sample --model $FIX/tiny-sd --prompt "a photo of a cat" \
+    --prompt "a red car" --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 \
+    --eta 0 --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda
+fi
+python3 tools/bench/gpu_report.py compare-image "$FIX/reference/pipeline.safetensors" "$OUT/tiny" | tee -a "$SUMMARY"
+
+
+phase ril-sample-f32 150 "$RIL" bench --preset sd15 --backend cuda --what sample --reps 3 --json "$OUT/ril-sample-f32.json"
+phase pytorch-bf16 80 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype bf16 --reps 3 --json "$OUT/pytorch-bf16.json"
+phase pytorch-fp32 90 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype fp32 --reps 3 --json "$OUT/pytorch-fp32.json"
+phase ril-train-f32 150 "$RIL" bench --preset sd15 --backend cuda --what train-step --reps 2 --json "$OUT/ril-train-f32.json"
+sed -e 's/^backend = "cpu"/backend = "cuda"/' -e 's#^output = .*#output = "../../runs/tiny/rid-ahc-cuda"#' \
+  configs/tiny/rid-ahc.toml > configs/tiny/rid-ahc-cuda.toml
+rm -rf runs/tiny/rid-ahc-cuda
+phase tiny-train 90 "$RIL" train --config configs/tiny/rid-ahc-cuda.toml
+cp runs/tiny/rid-ahc-cuda/metrics.jsonl "$OUT/cuda-metrics.jsonl" 2>/dev/null
+if [ -f .gpu/cpu-metrics.jsonl ] && [ -f runs/tiny/rid-ahc-cuda/metrics.jsonl ]; then
+  python3 tools/bench/gpu_report.py compare-metrics .gpu/cpu-metrics.jsonl runs/tiny/rid-ahc-cuda/metrics.jsonl | tee -a "$SUMMARY"
+fi
+
+phase ril-sample-bf16 90 "$RIL" bench --preset sd15 --backend cuda --dtype bf16 --what sample --reps 3 --json "$OUT/ril-sample-bf16.json"
+
+python3 tools/bench/gpu_report.py report "$OUT" > "$OUT/report.md" 2>&1
+cp "$SUMMARY" "$OUT/report.md" "$FINAL/"
+tar czf "$FINAL/gpu-out.tar.gz" -C /tmp gpu-out
+cat "$SUMMARY" "$OUT/report.md"

@@ -11,3 +11,10 @@ pub type Cuda = burn_cuda::Cuda;
 /// The CUDA backend with autodiff.
 #[cfg(feature = "cuda")]
 pub type CudaAutodiff = burn::backend::Autodiff<Cuda>;
+
+/// The CUDA backend with every float tensor in bf16 (benchmarks; statistics stay bf16 too).
+#[cfg(feature = "cuda")]
+pub type CudaBf16 = burn_cuda::Cuda<burn::tensor::bf16>;
+/// The bf16 CUDA backend with autodiff.
+#[cfg(feature = "cuda")]
+pub type CudaBf16Autodiff = burn::backend::Autodiff<CudaBf16>;
