@@ -108,16 +108,16 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-base")]
 fn bench_cuda(a: &Args) -> Result<()> {
     if a.dtype == "bf16" {
-        bench::<sd_model::backend::CudaBf16Autodiff>(a, &Default::default())
+        bench::<sd_model::backend::CudaBf16Autodiff>(a, &sd_model::backend::cuda_device())
     } else {
-        bench::<sd_model::backend::CudaAutodiff>(a, &Default::default())
+        bench::<sd_model::backend::CudaAutodiff>(a, &sd_model::backend::cuda_device())
     }
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-base"))]
 fn bench_cuda(_: &Args) -> Result<()> {
     bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }

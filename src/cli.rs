@@ -129,12 +129,12 @@ pub fn run(args: Vec<String>) -> Result<()> {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-base")]
 fn run_cuda(a: &SampleArgs) -> Result<()> {
-    sample::<sd_model::backend::Cuda>(a, &Default::default())
+    sample::<sd_model::backend::Cuda>(a, &sd_model::backend::cuda_device())
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-base"))]
 fn run_cuda(_: &SampleArgs) -> Result<()> {
     bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }

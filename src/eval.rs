@@ -109,17 +109,17 @@ fn eval<B: Backend>(
     Ok(())
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-base")]
 fn eval_cuda(
     config: &TrainConfig,
     loras: &[PathBuf],
     spec: &EvalSpec,
     out: &std::path::Path,
 ) -> Result<()> {
-    eval::<sd_model::backend::Cuda>(config, loras, spec, out, &Default::default())
+    eval::<sd_model::backend::Cuda>(config, loras, spec, out, &sd_model::backend::cuda_device())
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-base"))]
 fn eval_cuda(_: &TrainConfig, _: &[PathBuf], _: &EvalSpec, _: &std::path::Path) -> Result<()> {
     bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }

@@ -50,15 +50,17 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-base")]
 fn train_cuda(config: &TrainConfig, resume: bool) -> Result<PathBuf> {
-    Ok(
-        rid_trainer::train::<sd_model::backend::CudaAutodiff>(config, resume, &Default::default())?
-            .run_dir,
-    )
+    Ok(rid_trainer::train::<sd_model::backend::CudaAutodiff>(
+        config,
+        resume,
+        &sd_model::backend::cuda_device(),
+    )?
+    .run_dir)
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-base"))]
 fn train_cuda(_: &TrainConfig, _: bool) -> Result<PathBuf> {
     anyhow::bail!(
         "this ril was built without CUDA: rebuild with `--features cuda`, or set model.backend = \"cpu\""

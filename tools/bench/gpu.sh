@@ -15,7 +15,8 @@
 #   3. sd15-shaped benches (random weights, 512x512, batch 1, 50 DDIM steps) of ril (f32, and
 #      bf16 sampling) and of PyTorch (bf16 and fp32), peak GPU memory polled with nvidia-smi;
 #   4. tools/bench/gpu_report.py: samples/s, TFLOP/s, MFU and the ratios, as report.md.
-# $OUT (or ./gpu-out) receives summary.txt, report.md and gpu-out.tar.gz with every log and JSON.
+# $OUT (or ./gpu-out) receives summary.txt, report.md, gpu-out.tar.gz with every log and JSON, and
+# cubecl-cache.tar.gz (unpack it into .gpu/ here so that the next call starts warm).
 set -uo pipefail
 RIL=${1:?usage: gpu.sh PATH/TO/ril-cuda[.xz]}
 FINAL=${OUT:-gpu-out}   # gets summary.txt, report.md and gpu-out.tar.gz (everything)
@@ -41,8 +42,13 @@ done
 export LD_LIBRARY_PATH
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$OUT/env.txt"
 for d in ${LD_LIBRARY_PATH//:/ }; do ls -l "$d"/libcuda.so* "$d"/libnvrtc* 2>/dev/null; done >> "$OUT/env.txt"
-# Kernel (PTX) and autotune caches shared by the ril processes of this call.
-printf '[compilation]\ncache = "target"\n' > cubecl.toml
+# Kernel (PTX) and autotune caches in .gpu/cubecl-cache: shared by this call's ril processes, and
+# returned as cubecl-cache.tar.gz so that a later call can carry them (unpack into .gpu/). Burn's
+# CUDA backend JIT-compiles every kernel with NVRTC (about 0.5 s each on the H200) and autotunes
+# each matmul shape by compiling ~8 candidates: without a cache, a fresh process spends minutes.
+mkdir -p .gpu/cubecl-cache
+printf '[compilation]\ncache = { file = "%s" }\n[autotune]\ncache = { file = "%s" }\n' \
+  "$PWD/.gpu/cubecl-cache" "$PWD/.gpu/cubecl-cache" > cubecl.toml
 
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -86,9 +92,9 @@ python3 tools/bench/gpu_report.py compare-image "$FIX/reference/pipeline.safeten
 
 
 phase ril-sample-f32 150 "$RIL" bench --preset sd15 --backend cuda --what sample --reps 3 --json "$OUT/ril-sample-f32.json"
-phase pytorch-bf16 80 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype bf16 --reps 3 --json "$OUT/pytorch-bf16.json"
-phase pytorch-fp32 90 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype fp32 --reps 3 --json "$OUT/pytorch-fp32.json"
 phase ril-train-f32 150 "$RIL" bench --preset sd15 --backend cuda --what train-step --reps 2 --json "$OUT/ril-train-f32.json"
+phase pytorch-bf16 100 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype bf16 --threads 16 --reps 3 --json "$OUT/pytorch-bf16.json"
+phase pytorch-fp32 100 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype fp32 --threads 16 --reps 3 --json "$OUT/pytorch-fp32.json"
 sed -e 's/^backend = "cpu"/backend = "cuda"/' -e 's#^output = .*#output = "../../runs/tiny/rid-ahc-cuda"#' \
   configs/tiny/rid-ahc.toml > configs/tiny/rid-ahc-cuda.toml
 rm -rf runs/tiny/rid-ahc-cuda
@@ -103,4 +109,6 @@ phase ril-sample-bf16 90 "$RIL" bench --preset sd15 --backend cuda --dtype bf16 
 python3 tools/bench/gpu_report.py report "$OUT" > "$OUT/report.md" 2>&1
 cp "$SUMMARY" "$OUT/report.md" "$FINAL/"
 tar czf "$FINAL/gpu-out.tar.gz" -C /tmp gpu-out
+tar czf "$FINAL/cubecl-cache.tar.gz" -C .gpu cubecl-cache
+ls -la "$FINAL"
 cat "$SUMMARY" "$OUT/report.md"

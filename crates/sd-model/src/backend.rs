@@ -18,3 +18,64 @@ pub type CudaBf16 = burn_cuda::Cuda<burn::tensor::bf16>;
 /// The bf16 CUDA backend with autodiff.
 #[cfg(feature = "cuda")]
 pub type CudaBf16Autodiff = burn::backend::Autodiff<CudaBf16>;
+
+/// The CUDA device, with cubecl's on-disk kernel cache turned on. Burn's CUDA backend compiles
+/// each kernel with NVRTC at first use (about 0.5 s per kernel on an H200, and its autotuner
+/// compiles several candidates per matmul shape), so without the cache every new process spends
+/// minutes compiling. A `cubecl.toml` (or `burn.toml` section) in the working directory or a
+/// parent that names a compilation cache wins; otherwise kernels are kept in
+/// `$RIL_KERNEL_CACHE`, else `$XDG_CACHE_HOME/ril/cubecl`, else `~/.cache/ril/cubecl`. Call it
+/// before any other CUDA work (a configuration cubecl already read is left as it is).
+#[cfg(feature = "cuda")]
+pub fn cuda_device() -> burn_cuda::CudaDevice {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if config.compilation.cache.is_none()
+            && let Some(dir) = kernel_cache_dir()
+            && std::fs::create_dir_all(&dir).is_ok()
+        {
+            config.compilation.cache = Some(CacheConfig::File(dir));
+        }
+        let mut state = CubeClRuntimeConfig::storage().lock();
+        if state.is_none() {
+            *state = Some(std::sync::Arc::new(config));
+        }
+    });
+    burn_cuda::CudaDevice::default()
+}
+
+/// Where `cuda_device` keeps compiled kernels when no cubecl.toml says otherwise.
+#[cfg(feature = "cuda")]
+fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("RIL_KERNEL_CACHE") {
+        return Some(dir.into());
+    }
+    let base = var("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| var("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("ril").join("cubecl"))
+}
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+
+    /// Needs no GPU: only cubecl's configuration is read. Not run by CI (CUDA is only compiled
+    /// there): `cargo test -p sd-model --features cuda --lib backend`.
+    #[test]
+    fn cuda_device_turns_on_the_kernel_cache() {
+        let dir = std::env::temp_dir().join(format!("ril-kernel-cache-{}", std::process::id()));
+        // SAFETY: the only test of this binary that touches the environment or cubecl's config.
+        unsafe { std::env::set_var("RIL_KERNEL_CACHE", &dir) };
+        let _ = super::cuda_device();
+        match &CubeClRuntimeConfig::get().compilation.cache {
+            Some(CacheConfig::File(path)) => assert_eq!(path, &dir),
+            other => panic!("kernel cache not set: {other:?}"),
+        }
+        assert!(dir.is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
