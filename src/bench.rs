@@ -90,8 +90,14 @@ fn time<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<serde_json::V
         f()?;
         t.push(s.elapsed().as_secs_f64());
     }
+    Ok(summary(t))
+}
+
+/// Median, min and max of timings in seconds.
+fn summary(mut t: Vec<f64>) -> serde_json::Value {
     t.sort_by(f64::total_cmp);
-    Ok(json!({ "median_s": t[t.len() / 2], "min_s": t[0], "max_s": t[t.len() - 1], "reps": reps }))
+    let reps = t.len();
+    json!({ "median_s": t[reps / 2], "min_s": t[0], "max_s": t[reps - 1], "reps": reps })
 }
 
 /// Forces pending GPU work to finish (reading one value synchronises).
@@ -200,41 +206,56 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
     }
     if a.what != "sample" {
         let reward = Compressibility::default();
-        for (name, rid) in [("train_step_baseline", false), ("train_step_rid", true)] {
+        let vae_ad = sd.vae.clone().no_grad();
+        // One LoRA, optimiser and teacher per method; the two are warmed up, then timed in turn
+        // (baseline, RID, baseline, ...) so that clock and allocator drift hits both alike.
+        let mut states = Vec::new();
+        for _ in 0..2 {
             let mut unet = sd.unet.clone().no_grad();
             push_task(&mut unet, &Targets::default(), 4, 4.0)?;
-            let mut teacher = unet.valid();
-            let mut adam = AdamW::default();
-            let vae_ad = sd.vae.clone().no_grad();
-            let v = time(a.reps.min(3), || {
-                let out = step_loss(
-                    &unet,
-                    rid.then_some(&teacher),
-                    &vae_ad,
-                    &reward,
-                    &scheduler,
-                    StepInputs {
-                        context: context.clone(),
-                        z_n: z.clone(),
-                        prompts: &prompts,
-                        noise_seed: 0,
-                    },
-                    p,
-                )?;
-                let mut grads = BTreeMap::new();
-                accumulate_grads(&unet, 0, &out.loss.backward(), &mut grads)?;
-                let up = UpdateParams {
-                    grad_scale: 1.0,
-                    lr: 1e-4,
-                    weight_decay: 0.0,
-                    grad_clip: 1.0,
-                    ema_momentum: 0.99,
-                };
-                apply_update(&mut unet, &mut teacher, &mut adam, 0, grads, &up)?;
-                Ok(())
-            })?;
-            put(a, shape, &mut results, name, v)?;
+            let teacher = unet.valid();
+            states.push((unet, teacher, AdamW::default()));
         }
+        let mut step = |i: usize| -> Result<f64> {
+            let start = Instant::now();
+            let (unet, teacher, adam) = &mut states[i];
+            let out = step_loss(
+                unet,
+                (i == 1).then_some(&*teacher),
+                &vae_ad,
+                &reward,
+                &scheduler,
+                StepInputs {
+                    context: context.clone(),
+                    z_n: z.clone(),
+                    prompts: &prompts,
+                    noise_seed: 0,
+                },
+                p,
+            )?;
+            let mut grads = BTreeMap::new();
+            accumulate_grads(unet, 0, &out.loss.backward(), &mut grads)?;
+            let up = UpdateParams {
+                grad_scale: 1.0,
+                lr: 1e-4,
+                weight_decay: 0.0,
+                grad_clip: 1.0,
+                ema_momentum: 0.99,
+            };
+            apply_update(unet, teacher, adam, 0, grads, &up)?;
+            // apply_update reads the gradient norm back, which waits for the backward pass (the
+            // small LoRA and EMA updates after it land in the next timing).
+            Ok(start.elapsed().as_secs_f64())
+        };
+        step(0)?;
+        step(1)?;
+        let (mut base, mut rid) = (Vec::new(), Vec::new());
+        for _ in 0..a.reps.min(3) {
+            base.push(step(0)?);
+            rid.push(step(1)?);
+        }
+        put(a, shape, &mut results, "train_step_baseline", summary(base))?;
+        put(a, shape, &mut results, "train_step_rid", summary(rid))?;
         let ratio = results["train_step_rid"]["median_s"]
             .as_f64()
             .unwrap_or(0.0)

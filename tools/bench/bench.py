@@ -52,8 +52,12 @@ def timed(reps, device, fn):
         fn()
         sync(device)
         ts.append(time.perf_counter() - s)
-    ts.sort()
-    out = {"median_s": ts[len(ts) // 2], "min_s": ts[0], "max_s": ts[-1], "reps": reps}
+    return summary(ts, device)
+
+
+def summary(ts, device):
+    ts = sorted(ts)
+    out = {"median_s": ts[len(ts) // 2], "min_s": ts[0], "max_s": ts[-1], "reps": len(ts)}
     if device == "cuda":
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -137,7 +141,7 @@ def main():
 
     unet.requires_grad_(False)
     vae.requires_grad_(False)
-    for name, rid in [("train_step_baseline", False), ("train_step_rid", True)]:
+    def make_step(rid):
         student = copy.deepcopy(unet)
         student.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
         params = [p for p in student.parameters() if p.requires_grad]
@@ -168,7 +172,25 @@ def main():
                     for pt, ps in zip([p for p in teacher.parameters() if p.requires_grad], params):
                         pt.mul_(0.99).add_(ps, alpha=0.01)
 
-        put(name, timed(min(a.reps, 3), dev, step))
+        return step
+
+    # Both warmed up, then timed in turn (baseline, RID, baseline, ...) so that clock and
+    # allocator drift hits both alike; the peak memory is that of both set-ups together.
+    steps = {"train_step_baseline": make_step(False), "train_step_rid": make_step(True)}
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for fn in steps.values():
+        fn()
+        sync(dev)
+    ts = {name: [] for name in steps}
+    for _ in range(min(a.reps, 3)):
+        for name, fn in steps.items():
+            s = time.perf_counter()
+            fn()
+            sync(dev)
+            ts[name].append(time.perf_counter() - s)
+    for name, t in ts.items():
+        put(name, summary(t, dev))
     put("rid_over_baseline", res["train_step_rid"]["median_s"] / res["train_step_baseline"]["median_s"])
     finish(a, record)
 
