@@ -117,9 +117,9 @@ pub fn run(args: &[String]) -> Result<()> {
 #[cfg(feature = "cuda-base")]
 fn bench_cuda(a: &Args) -> Result<()> {
     if a.dtype == "bf16" {
-        bench::<sd_model::backend::CudaBf16Autodiff>(a, &sd_model::backend::cuda_device())
+        bench::<sd_model::backend::CudaBf16Autodiff>(a, &sd_model::backend::cuda_device()?)
     } else {
-        bench::<sd_model::backend::CudaAutodiff>(a, &sd_model::backend::cuda_device())
+        bench::<sd_model::backend::CudaAutodiff>(a, &sd_model::backend::cuda_device()?)
     }
 }
 

@@ -131,7 +131,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
 
 #[cfg(feature = "cuda-base")]
 fn run_cuda(a: &SampleArgs) -> Result<()> {
-    sample::<sd_model::backend::Cuda>(a, &sd_model::backend::cuda_device())
+    sample::<sd_model::backend::Cuda>(a, &sd_model::backend::cuda_device()?)
 }
 
 #[cfg(not(feature = "cuda-base"))]

@@ -116,7 +116,7 @@ fn eval_cuda(
     spec: &EvalSpec,
     out: &std::path::Path,
 ) -> Result<()> {
-    eval::<sd_model::backend::Cuda>(config, loras, spec, out, &sd_model::backend::cuda_device())
+    eval::<sd_model::backend::Cuda>(config, loras, spec, out, &sd_model::backend::cuda_device()?)
 }
 
 #[cfg(not(feature = "cuda-base"))]

@@ -55,7 +55,7 @@ fn train_cuda(config: &TrainConfig, resume: bool) -> Result<PathBuf> {
     Ok(rid_trainer::train::<sd_model::backend::CudaAutodiff>(
         config,
         resume,
-        &sd_model::backend::cuda_device(),
+        &sd_model::backend::cuda_device()?,
     )?
     .run_dir)
 }

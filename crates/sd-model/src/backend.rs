@@ -26,8 +26,40 @@ pub type CudaBf16Autodiff = burn::backend::Autodiff<CudaBf16>;
 /// parent that names a compilation cache wins; otherwise kernels are kept in
 /// `$RIL_KERNEL_CACHE`, else `$XDG_CACHE_HOME/ril/cubecl`, else `~/.cache/ril/cubecl`. Call it
 /// before any other CUDA work (a configuration cubecl already read is left as it is).
+///
+/// Fails with a clear message when the CUDA driver (`libcuda.so`) or NVRTC (`libnvrtc.so`)
+/// cannot be loaded, where burn-cuda would panic on its device thread.
 #[cfg(feature = "cuda")]
-pub fn cuda_device() -> burn_cuda::CudaDevice {
+pub fn cuda_device() -> anyhow::Result<burn_cuda::CudaDevice> {
+    for (what, names) in [
+        ("the CUDA driver", &["libcuda.so.1", "libcuda.so"][..]),
+        (
+            "NVRTC (CUDA's runtime compiler)",
+            &["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"][..],
+        ),
+    ] {
+        // SAFETY: loading these libraries runs only their initialisers, as cudarc's own loading
+        // (moments later) does; the handle is dropped at once.
+        if !names
+            .iter()
+            .any(|n| unsafe { libloading::Library::new(*n) }.is_ok())
+        {
+            anyhow::bail!(
+                "--backend cuda: {what} could not be loaded (looked for {}; LD_LIBRARY_PATH={}); \
+                 install the NVIDIA driver and CUDA toolkit or put their lib folders on \
+                 LD_LIBRARY_PATH (never the toolkit's lib/stubs)",
+                names.join(", "),
+                std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+            );
+        }
+    }
+    configure_kernel_cache();
+    Ok(burn_cuda::CudaDevice::default())
+}
+
+/// Turns on cubecl's on-disk kernel cache (see `cuda_device`), once per process.
+#[cfg(feature = "cuda")]
+fn configure_kernel_cache() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
@@ -43,7 +75,6 @@ pub fn cuda_device() -> burn_cuda::CudaDevice {
             *state = Some(std::sync::Arc::new(config));
         }
     });
-    burn_cuda::CudaDevice::default()
 }
 
 /// Where `cuda_device` keeps compiled kernels when no cubecl.toml says otherwise.
@@ -70,7 +101,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ril-kernel-cache-{}", std::process::id()));
         // SAFETY: the only test of this binary that touches the environment or cubecl's config.
         unsafe { std::env::set_var("RIL_KERNEL_CACHE", &dir) };
-        let _ = super::cuda_device();
+        // cuda_device() needs a driver to get this far; the configuration alone does not.
+        super::configure_kernel_cache();
         match &CubeClRuntimeConfig::get().compilation.cache {
             Some(CacheConfig::File(path)) => assert_eq!(path, &dir),
             other => panic!("kernel cache not set: {other:?}"),
