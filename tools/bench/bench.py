@@ -87,12 +87,15 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--dtype", choices=["bf16", "fp32"], help="default: bf16 on cuda, fp32 on cpu")
     ap.add_argument("--what", default="all", choices=["sample", "train-step", "all"])
+    ap.add_argument("--steps", type=int, help="DDIM steps (default: the preset's)")
+    ap.add_argument("--batch", type=int, help="images per batch (default: the preset's)")
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tiny = a.preset == "tiny"
     size, steps, batch = (64, 10, 2) if tiny else (512, 50, 1)
+    steps, batch = a.steps or steps, a.batch or batch
     dname = a.dtype or ("bf16" if a.device == "cuda" else "fp32")
     dtype = torch.bfloat16 if dname == "bf16" else torch.float32
     dev = a.device

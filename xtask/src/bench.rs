@@ -10,8 +10,10 @@ use serde_json::Value;
 
 pub const USAGE: &str = "\
 usage: cargo xtask bench [sample|train-step|all] [--preset tiny|sd15] [--backend cpu|cuda]
-                         [--threads N] [--reps N] [--compare] [--python PATH]
+                         [--threads N] [--reps N] [--steps N] [--batch N] [--compare]
+                         [--python PATH]
 
+  --steps, --batch  override the preset's DDIM steps and batch (both sides)
   --compare  also run tools/bench/bench.py (needs torch, diffusers, peft, kornia: --python or
              $RIL_PYTHON, default python3) and print the ratio ril / PyTorch
   Writes bench/ril-PRESET-BACKEND.json, bench/pytorch-PRESET-BACKEND.json and
@@ -21,6 +23,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let (mut what, mut preset, mut backend) =
         ("all".to_string(), "tiny".to_string(), "cpu".to_string());
     let (mut threads, mut reps, mut compare) = (2usize, 5usize, false);
+    let mut extra: Vec<String> = Vec::new();
     let mut python = std::env::var("RIL_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -36,6 +39,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "--threads" => threads = value()?.parse().context("--threads")?,
             "--reps" => reps = value()?.parse().context("--reps")?,
             "--compare" => compare = true,
+            "--steps" | "--batch" => {
+                let v: usize = value()?.parse().with_context(|| format!("{a}"))?;
+                extra.extend([a.clone(), v.to_string()]);
+            }
             "--python" => python = value()?,
             other => bail!("unknown option {other}\n{USAGE}"),
         }
@@ -67,6 +74,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--reps",
             &reps.to_string(),
         ])
+        .args(&extra)
         .arg("--json")
         .arg(&ril_json);
     crate::run_command(&mut ril)?;
@@ -85,7 +93,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 &threads.to_string(),
                 "--reps",
                 &reps.to_string(),
+                "--what",
+                &what,
             ])
+            .args(&extra)
             .arg("--json")
             .arg(&py_json);
         crate::run_command(&mut py)?;
