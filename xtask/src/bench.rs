@@ -40,7 +40,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--reps" => reps = value()?.parse().context("--reps")?,
             "--compare" => compare = true,
             "--steps" | "--batch" => {
-                let v: usize = value()?.parse().with_context(|| format!("{a}"))?;
+                let v: usize = value()?.parse().with_context(|| a.clone())?;
                 extra.extend([a.clone(), v.to_string()]);
             }
             "--python" => python = value()?,
