@@ -280,7 +280,8 @@ impl<B: Backend> Encoder<B> {
             }
         }
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(silu(crate::nn::group_norm_nchw(&self.conv_norm_out, x)))
     }
 }
 
@@ -306,7 +307,8 @@ impl<B: Backend> Decoder<B> {
                 x = up.forward(x, None);
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(silu(crate::nn::group_norm_nchw(&self.conv_norm_out, x)))
     }
 }
 

@@ -386,6 +386,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
             });
             x = block.forward(x, &temb, &context, &mut skips, size);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out
+            .forward(silu(crate::nn::group_norm_nchw(&self.conv_norm_out, x)))
     }
 }

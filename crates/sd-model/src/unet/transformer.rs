@@ -138,7 +138,9 @@ impl<B: Backend> Transformer2DModel<B> {
     pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
-        let seq = self.norm.forward(x).reshape([b, c, h * w]).swap_dims(1, 2);
+        let seq = crate::nn::group_norm_nchw(&self.norm, x)
+            .reshape([b, c, h * w])
+            .swap_dims(1, 2);
         let mut seq = self.proj_in.forward(seq);
         for block in &self.transformer_blocks {
             seq = block.forward(seq, context);
