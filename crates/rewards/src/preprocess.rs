@@ -3,6 +3,7 @@
 //! non-square images, and normalisation with the CLIP constants.
 
 use burn::prelude::*;
+use sd_model::nn::per_channel;
 
 /// OpenAI CLIP's per-channel mean.
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -88,9 +89,9 @@ pub fn center_crop<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
 /// Subtracts the CLIP mean and divides by the CLIP standard deviation, per channel.
 pub fn normalize<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
-    let mean = Tensor::<B, 1>::from_floats(CLIP_MEAN, &device).reshape([1, 3, 1, 1]);
-    let std = Tensor::<B, 1>::from_floats(CLIP_STD, &device).reshape([1, 3, 1, 1]);
-    (x - mean) / std
+    let mean = Tensor::<B, 1>::from_floats(CLIP_MEAN, &device);
+    let std = Tensor::<B, 1>::from_floats(CLIP_STD, &device);
+    per_channel(x, [mean, std], |x, [m, s]| (x - m) / s)
 }
 
 /// AlignProp's preprocessing of decoded images [B, 3, H, W] in [-1, 1] for a CLIP tower of input

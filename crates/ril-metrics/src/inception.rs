@@ -11,6 +11,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, max_pool2d};
+use sd_model::nn::per_channel;
 
 /// BatchNorm in inference form with PyTorch's parameter names (eps 1e-3).
 #[derive(Module, Debug)]
@@ -55,12 +56,11 @@ impl<B: Backend> BasicConv2d<B> {
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self.conv.forward(x);
-        let c = x.dims()[1];
         let bn = &self.bn;
         // PyTorch's inference path: x · α + β with α = w / √(var + eps), β = b − mean · α.
         let alpha = bn.weight.val() / (bn.running_var.val() + 1e-3).sqrt();
         let beta = bn.bias.val() - bn.running_mean.val() * alpha.clone();
-        relu(x * alpha.reshape([1, c, 1, 1]) + beta.reshape([1, c, 1, 1]))
+        relu(per_channel(x, [alpha, beta], |x, [a, b]| x * a + b))
     }
 }
 

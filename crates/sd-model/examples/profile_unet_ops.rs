@@ -43,6 +43,14 @@ fn main() {
         let _ = group_norm_nchw(&gn, x.clone()).into_data();
     });
     let g = Tensor::<Cpu, 4>::ones([1, 320, 1, 1], &d);
+    let xv = rand([1, 128, 256, 256]);
+    let gnv = group_norm::<Cpu>(32, 128, 1e-6, &d);
+    time("group_norm [1,128,256,256] (VAE decoder)", 0.0, || {
+        let _ = gnv.forward(xv.clone()).into_data();
+    });
+    time("group_norm_nchw [1,128,256,256]", 0.0, || {
+        let _ = group_norm_nchw(&gnv, xv.clone()).into_data();
+    });
     time("  x * [1,320,1,1] (GroupNorm's affine step)", 0.0, || {
         let _ = (x.clone() * g.clone()).into_data();
     });
