@@ -2,19 +2,21 @@
 # GPU checks and benchmarks in one command, for the device machine (CI never runs it). Build the
 # binary here first and take it along with the wheels PyTorch's side lacks there:
 #
-#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --bin ril
+#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda-base --bin ril
 #   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-cuda.xz   # .gpu/ is excluded
 #   target/release/ril train --config configs/tiny/rid-ahc.toml  # CPU reference, then
 #   cp runs/tiny/rid-ahc/metrics.jsonl .gpu/cpu-metrics.jsonl
 #   pip download diffusers==0.42.1 kornia==0.9.0 kornia_rs==0.2.0 into .whl (device README)
-#   device run (carry .gpu and .whl): bash tools/bench/gpu.sh .gpu/ril-cuda.xz
+#   device run (carry .gpu and .whl): BUDGET=500 bash tools/bench/gpu.sh .gpu/ril-cuda.xz
+# (`cuda-base`: no autotuning, far fewer kernels to JIT-compile; `--features cuda` autotunes.)
 #
-# Phases, each under its own timeout and skipped once the overall budget ($BUDGET s) is spent:
+# Phases in this order, each under its own timeout, skipped once the budget ($BUDGET s) is spent:
 #   1. tiny parity pipeline on CUDA (ril sample from the fixture latents) vs diffusers' image;
-#   2. tiny RID run (configs/tiny/rid-ahc.toml, backend cuda) vs the CPU run's metrics;
-#   3. sd15-shaped benches (random weights, 512x512, batch 1, 50 DDIM steps) of ril (f32, and
-#      bf16 sampling) and of PyTorch (bf16 and fp32), peak GPU memory polled with nvidia-smi;
-#   4. tools/bench/gpu_report.py: samples/s, TFLOP/s, MFU and the ratios, as report.md.
+#   2. sd15-shaped benches (random weights, 512x512, batch 1, 50 DDIM steps): ril f32 sampling
+#      and training steps, PyTorch bf16 and fp32; peak GPU memory polled with nvidia-smi;
+#   3. tiny RID run (configs/tiny/rid-ahc.toml, backend cuda) vs the CPU run's metrics;
+#   4. ril bf16 sampling;
+#   5. tools/bench/gpu_report.py: samples/s, TFLOP/s, MFU and the ratios, as report.md.
 # $OUT (or ./gpu-out) receives summary.txt, report.md, gpu-out.tar.gz with every log and JSON, and
 # cubecl-cache.tar.gz (unpack it into .gpu/ here so that the next call starts warm).
 set -uo pipefail
