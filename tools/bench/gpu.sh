@@ -79,16 +79,15 @@ phase() {
 
 FIX=crates/sd-model/tests/fixtures
 python3 tools/bench/gpu_report.py latents "$FIX/reference/pipeline.safetensors" gpu-latents.safetensors
-phase tiny-sample 90 "$RIL" sample --model $FIX/tiny-sd --prompt "a photo of a cat" \
-  --prompt "a red car" --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 \
-  --eta 0 --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda
+TINY=(sample --model $FIX/tiny-sd --prompt "a photo of a cat" --prompt "a red car"
+  --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 --eta 0
+  --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda)
+phase tiny-sample 90 "$RIL" "${TINY[@]}"
 if [ "${LAST_RC:-1}" -ne 0 ]; then   # once more without the kernel cache and with PyTorch's nvrtc
   rm -f cubecl.toml
   LD_LIBRARY_PATH=$(ls -d /usr/local/nvidia/lib64 /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib 2>/dev/null | paste -sd:)
   echo "retry with LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$SUMMARY"
-  phase tiny-sample 90 "$RIL" sample --model $FIX/tiny-sd --prompt "a photo of a cat" \
-    --prompt "a red car" --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 \
-    --eta 0 --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda
+  phase tiny-sample 90 "$RIL" "${TINY[@]}"
 fi
 python3 tools/bench/gpu_report.py compare-image "$FIX/reference/pipeline.safetensors" "$OUT/tiny" | tee -a "$SUMMARY"
 
