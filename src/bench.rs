@@ -264,7 +264,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
                 .unwrap_or(1.0);
         put(a, shape, &mut results, "rid_over_baseline", json!(ratio))?;
     }
-    let text = serde_json::to_string_pretty(&record(a, batch, size, steps, &results))?;
+    let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
     println!("{text}");
     Ok(())
 }
@@ -272,9 +272,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
 /// The JSON record of what was timed so far (the same fields as tools/bench/bench.py writes).
 fn record(
     a: &Args,
-    batch: usize,
-    size: usize,
-    steps: usize,
+    (batch, size, steps): (usize, usize, usize),
     results: &BTreeMap<&str, serde_json::Value>,
 ) -> serde_json::Value {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
@@ -295,7 +293,7 @@ fn put(
     eprintln!("{name}: {value}");
     results.insert(name, value);
     if let Some(path) = &a.json {
-        let text = serde_json::to_string_pretty(&record(a, shape.0, shape.1, shape.2, results))?;
+        let text = serde_json::to_string_pretty(&record(a, shape, results))?;
         lora_group::io::write_atomic(path, text.as_bytes())?;
     }
     Ok(())
