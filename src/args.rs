@@ -1,5 +1,5 @@
-//! Command-line flags of the `ril` subcommands: `--flag value` pairs read in order, with errors
-//! that name the flag.
+//! Command-line flags of the `ril` subcommands and of `cargo xtask`: `--flag value` pairs read in
+//! order, with errors that name the flag.
 
 use std::str::FromStr;
 

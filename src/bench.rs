@@ -50,7 +50,7 @@ fn parse(args: &[String]) -> Result<Args> {
         batch: None,
         json: None,
     };
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--preset" => a.preset = f.value(flag)?,

@@ -56,7 +56,7 @@ pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
         loras: Vec::new(),
         backend: "cpu".into(),
     };
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--model" => a.model = f.value(flag)?,

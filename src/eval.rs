@@ -32,7 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut metrics = Metric::ALL.to_vec();
     let (mut fid_reference, mut fid_weights, mut fid_hash) = (None, None, false);
     let mut clip_model = None;
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--config" => config = Some(PathBuf::from(f.value(flag)?)),

@@ -18,7 +18,7 @@ usage: ril fid --real DIR --fake DIR (--weights FILE | --hash-weights) [--batch 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut real, mut fake, mut weights) = (None, None, None);
     let (mut hash, mut batch) = (false, 8usize);
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--real" => real = Some(PathBuf::from(f.value(flag)?)),

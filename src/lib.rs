@@ -2,3 +2,5 @@
 //! re-exports the workspace crates and hosts the `ril` command-line tool.
 
 pub use sd_model;
+
+pub mod args;

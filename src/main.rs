@@ -3,7 +3,6 @@
 //! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model; `ril fid`
 //! compares two image folders.
 
-mod args;
 mod bench;
 mod cli;
 mod eval;

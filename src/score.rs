@@ -45,7 +45,7 @@ pub fn parse(args: &[String]) -> Result<ScoreArgs> {
         clip: "openai/clip-vit-large-patch14".into(),
         ..Default::default()
     };
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--reward" => a.reward = f.value(flag)?,

@@ -16,7 +16,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut coefficients: Option<Vec<f64>> = None;
     let mut out = None;
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--lora" => files.push(f.value(flag)?.into()),

@@ -15,7 +15,7 @@ usage: ril train --config FILE [--resume] [--check]
 pub fn run(args: &[String]) -> Result<()> {
     let mut config = None;
     let (mut resume, mut check) = (false, false);
-    let mut f = crate::args::Flags::new(args, USAGE);
+    let mut f = ril::args::Flags::new(args, USAGE);
     while let Some(flag) = f.next_flag() {
         match flag {
             "--config" => config = Some(PathBuf::from(f.value(flag)?)),

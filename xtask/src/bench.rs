@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 pub const USAGE: &str = "\
@@ -25,26 +25,21 @@ pub fn run(args: &[String]) -> Result<()> {
     let (mut threads, mut reps, mut compare) = (2usize, 5usize, false);
     let mut extra: Vec<String> = Vec::new();
     let mut python = std::env::var("RIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "sample" | "train-step" | "all" => what = a.clone(),
-            "--preset" => preset = value()?,
-            "--backend" => backend = value()?,
-            "--threads" => threads = value()?.parse().context("--threads")?,
-            "--reps" => reps = value()?.parse().context("--reps")?,
+    let mut f = ril::args::Flags::new(args, USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "sample" | "train-step" | "all" => what = flag.to_string(),
+            "--preset" => preset = f.value(flag)?,
+            "--backend" => backend = f.value(flag)?,
+            "--threads" => threads = f.parse(flag)?,
+            "--reps" => reps = f.parse(flag)?,
             "--compare" => compare = true,
             "--steps" | "--batch" => {
-                let v: usize = value()?.parse().with_context(|| a.clone())?;
-                extra.extend([a.clone(), v.to_string()]);
+                let v: usize = f.parse(flag)?;
+                extra.extend([flag.to_string(), v.to_string()]);
             }
-            "--python" => python = value()?,
-            other => bail!("unknown option {other}\n{USAGE}"),
+            "--python" => python = f.value(flag)?,
+            other => return Err(f.unknown(other)),
         }
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -468,25 +468,21 @@ pub fn main(args: &[String]) -> Result<()> {
         let dir = PathBuf::from(it.next().context("experiment report needs DIR")?);
         return report(&dir);
     }
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--preset" => preset = value()?,
+    let mut f = ril::args::Flags::new(it.as_slice(), USAGE);
+    while let Some(flag) = f.next_flag() {
+        match flag {
+            "--preset" => preset = f.value(flag)?,
             "--method" => {
-                method = Some(match value()?.as_str() {
+                method = Some(match f.value(flag)?.as_str() {
                     "rid" => Method::Rid,
                     "baseline" => Method::Baseline,
                     other => bail!("--method must be rid or baseline, got {other}"),
                 })
             }
-            "--out" => out = Some(value()?.into()),
+            "--out" => out = Some(f.value(flag)?.into()),
             "--dry-run" => dry = true,
-            "--emit" => emit = Some(value()?),
-            other => bail!("unknown option {other}\n{USAGE}"),
+            "--emit" => emit = Some(f.value(flag)?),
+            other => return Err(f.unknown(other)),
         }
     }
     let cells: Vec<(Method, &str)> = match (sub.as_str(), &order) {
