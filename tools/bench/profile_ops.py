@@ -10,6 +10,12 @@ torch.set_num_threads(2)
 torch.manual_seed(0)
 
 
+def to_tokens(x):
+    """[B, H, N, D] -> [B, N, H*D], as diffusers' attention processor hands the heads to to_out."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
 def timed(name, gflop, fn):
     fn()
     reps = 3
@@ -32,7 +38,13 @@ with torch.no_grad():
     q, k, v = (torch.rand(2, 8, 4096, 40) for _ in range(3))
     gf = 2 * 2 * 2 * 8 * 4096 * 4096 * 40 / 1e9
     timed("self-attention 8 heads, 4096 x 4096, d 40", gf, lambda: F.scaled_dot_product_attention(q, k, v))
+    timed("  output as [B,N,H*D]", gf, lambda: to_tokens(F.scaled_dot_product_attention(q, k, v)))
     timed("  the same as matmul + softmax + matmul", gf, lambda: torch.softmax(q @ k.transpose(2, 3) / 40**0.5, -1) @ v)
     kc, vc = torch.rand(2, 8, 77, 40), torch.rand(2, 8, 77, 40)
     gf = 2 * 2 * 2 * 8 * 4096 * 77 * 40 / 1e9
     timed("cross-attention 8 heads, 4096 x 77, d 40", gf, lambda: F.scaled_dot_product_attention(q, kc, vc))
+    timed("  output as [B,N,H*D]", gf, lambda: to_tokens(F.scaled_dot_product_attention(q, kc, vc)))
+    qv = torch.rand(1, 1, 4096, 512)
+    gf = 2 * 2 * 4096 * 4096 * 512 / 1e9
+    timed("VAE attention 1 head, 4096 x 4096, d 512", gf, lambda: F.scaled_dot_product_attention(qv, qv, qv))
+    timed("  output as [B,N,H*D]", gf, lambda: to_tokens(F.scaled_dot_product_attention(qv, qv, qv)))

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use sd_model::attention::scaled_dot_product;
 use sd_model::backend::Cpu;
 use sd_model::nn::{conv2d, group_norm, group_norm_nchw, linear};
 
@@ -21,6 +22,12 @@ fn time(name: &str, gflop: f64, mut f: impl FnMut()) {
     }
     let t = s.elapsed().as_secs_f64() / reps as f64;
     println!("{name:44} {:9.1} ms {:7.1} GFLOP/s", t * 1e3, gflop / t);
+}
+
+/// [B, H, N, D] → [B, N, H·D], as `Attention::forward` hands the heads to `to_out`.
+fn to_tokens(x: Tensor<Cpu, 4>) -> Tensor<Cpu, 3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
 }
 
 fn main() {
@@ -92,27 +99,25 @@ fn main() {
     time("  P V alone", gf / 2.0, || {
         let _ = s.clone().matmul(v.clone()).into_data();
     });
-    for qc in [16usize, 32, 64, 128, 256] {
-        time(
-            &format!("  chunked over queries, {qc} at a time"),
-            gf,
-            || {
-                let kt = k.clone().swap_dims(2, 3);
-                let outs: Vec<_> = (0..4096 / qc)
-                    .map(|i| {
-                        let qi = q.clone().slice([0..2, 0..8, i * qc..(i + 1) * qc, 0..40]);
-                        let s = qi.matmul(kt.clone()) * (1.0 / 40f64.sqrt());
-                        burn::tensor::activation::softmax(s, 3).matmul(v.clone())
-                    })
-                    .collect();
-                let _ = Tensor::cat(outs, 2).into_data();
-            },
-        );
-    }
+    time("  sd_model::attention, output as [B,N,H*D]", gf, || {
+        let _ = to_tokens(scaled_dot_product(q.clone(), k.clone(), v.clone())).into_data();
+    });
     let (kc, vc) = (rand([2, 8, 77, 40]), rand([2, 8, 77, 40]));
     let gf = 2.0 * 2.0 * 2.0 * 8.0 * 4096.0 * 77.0 * 40.0 / 1e9;
     time("cross-attention 8 heads, 4096 x 77, d 40", gf, || {
         let o = AttentionModuleOptions::default();
         let _ = attention(q.clone(), kc.clone(), vc.clone(), None, None, o).into_data();
+    });
+    time("  sd_model::attention, output as [B,N,H*D]", gf, || {
+        let _ = to_tokens(scaled_dot_product(q.clone(), kc.clone(), vc.clone())).into_data();
+    });
+    let qv = rand([1, 1, 4096, 512]);
+    let gf = 2.0 * 2.0 * 4096.0 * 4096.0 * 512.0 / 1e9;
+    time("VAE attention 1 head, 4096 x 4096, d 512", gf, || {
+        let o = AttentionModuleOptions::default();
+        let _ = attention(qv.clone(), qv.clone(), qv.clone(), None, None, o).into_data();
+    });
+    time("  sd_model::attention, output as [B,N,H*D]", gf, || {
+        let _ = to_tokens(scaled_dot_product(qv.clone(), qv.clone(), qv.clone())).into_data();
     });
 }

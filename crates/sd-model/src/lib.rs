@@ -2,6 +2,7 @@
 //! AutoencoderKL, the DDIM scheduler and a classifier-free-guidance pipeline, loading real
 //! diffusers folders and proved equal to diffusers / transformers by parity tests.
 
+pub mod attention;
 pub mod backend;
 pub mod clip;
 pub mod config;

@@ -8,8 +8,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, interpolate};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use lora_group::LoraLinear;
 
@@ -213,7 +212,7 @@ impl<B: Backend> Attention<B> {
         let q = self.split_heads(self.to_q.forward(x));
         let k = self.split_heads(self.to_k.forward(context.clone()));
         let v = self.split_heads(self.to_v.forward(context));
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = crate::attention::scaled_dot_product(q, k, v);
         let [b, h, n, d] = out.dims();
         let out = out.swap_dims(1, 2).reshape([b, n, h * d]);
         self.to_out[0].forward(out)
