@@ -48,3 +48,17 @@ with torch.no_grad():
     gf = 2 * 2 * 4096 * 4096 * 512 / 1e9
     timed("VAE attention 1 head, 4096 x 4096, d 512", gf, lambda: F.scaled_dot_product_attention(qv, qv, qv))
     timed("  output as [B,N,H*D]", gf, lambda: to_tokens(F.scaled_dot_product_attention(qv, qv, qv)))
+    # The VAE decoder's last level (512x512, 128 channels) and its 128x128 level (512 channels).
+    xv = torch.rand(1, 128, 512, 512)
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1)
+    timed("conv3x3 128->128 [1,128,512,512]", 2 * 128 * 128 * 9 * 512 * 512 / 1e9, lambda: conv(xv))
+    x5 = torch.rand(1, 512, 128, 128)
+    conv = torch.nn.Conv2d(512, 512, 3, padding=1)
+    timed("conv3x3 512->512 [1,512,128,128]", 2 * 512 * 512 * 9 * 128 * 128 / 1e9, lambda: conv(x5))
+    gn = torch.nn.GroupNorm(32, 128, eps=1e-6)
+    timed("group_norm [1,128,512,512]", 0.0, lambda: gn(xv))
+    timed("silu [1,128,512,512]", 0.0, lambda: F.silu(xv))
+    timed("group_norm + silu [1,128,512,512]", 0.0, lambda: F.silu(gn(xv)))
+    timed("add [1,128,512,512]", 0.0, lambda: xv + xv)
+    x2 = torch.rand(1, 128, 256, 256)
+    timed("nearest 2x [1,128,256,256] -> 512", 0.0, lambda: F.interpolate(x2, scale_factor=2.0, mode="nearest"))

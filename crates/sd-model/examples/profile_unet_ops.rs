@@ -120,4 +120,37 @@ fn main() {
     time("  sd_model::attention, output as [B,N,H*D]", gf, || {
         let _ = to_tokens(scaled_dot_product(qv.clone(), qv.clone(), qv.clone())).into_data();
     });
+    // The VAE decoder's last level (512x512, 128 channels) and its 128x128 level (512 channels).
+    let xv = rand([1, 128, 512, 512]);
+    let conv = conv2d::<Cpu>(128, 128, 3, 1, 1, &d);
+    let gf = 2.0 * 128.0 * 128.0 * 9.0 * 512.0 * 512.0 / 1e9;
+    time("conv3x3 128->128 [1,128,512,512]", gf, || {
+        let _ = conv.forward(xv.clone()).into_data();
+    });
+    let x5 = rand([1, 512, 128, 128]);
+    let conv = conv2d::<Cpu>(512, 512, 3, 1, 1, &d);
+    let gf = 2.0 * 512.0 * 512.0 * 9.0 * 128.0 * 128.0 / 1e9;
+    time("conv3x3 512->512 [1,512,128,128]", gf, || {
+        let _ = conv.forward(x5.clone()).into_data();
+    });
+    let gn = group_norm::<Cpu>(32, 128, 1e-6, &d);
+    time("group_norm_nchw [1,128,512,512]", 0.0, || {
+        let _ = group_norm_nchw(&gn, xv.clone()).into_data();
+    });
+    time("silu [1,128,512,512] (burn)", 0.0, || {
+        let _ = burn::tensor::activation::silu(xv.clone()).into_data();
+    });
+    time("silu [1,128,512,512] (sd_model::nn)", 0.0, || {
+        let _ = sd_model::nn::silu(xv.clone()).into_data();
+    });
+    time("group_norm_silu [1,128,512,512]", 0.0, || {
+        let _ = sd_model::nn::group_norm_silu(&gn, xv.clone()).into_data();
+    });
+    time("add [1,128,512,512]", 0.0, || {
+        let _ = (xv.clone() + xv.clone()).into_data();
+    });
+    let x2 = rand([1, 128, 256, 256]);
+    time("nearest 2x [1,128,256,256] -> 512", 0.0, || {
+        let _ = sd_model::nn::upsample_nearest(x2.clone(), [512, 512]).into_data();
+    });
 }

@@ -10,14 +10,13 @@
 //! vectorises. Each output element is computed by one task in a fixed order, so results do not
 //! depend on the number of threads. Backward passes (the autodiff backend) use Burn's op.
 
-use std::any::{Any, TypeId};
-
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bytes, DType, TensorPrimitive};
-use burn_flex::{Flex, FlexTensor, Layout};
+use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
+
+use crate::flex::{self, exp_shifted, row_max};
 
 /// Query rows per task. With [`BLOCK_KV`] the score tile is 256 KiB, within a core's L2; at SD
 /// 1.5's 64×64 self-attention on 2 cores 128×512 took 0.34–0.35 s, 64×256 0.37–0.43 s, 32×256
@@ -46,11 +45,6 @@ fn flex_attention<B: Backend>(
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
 ) -> Option<Tensor<B, 4>> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>()
-        || [q.dtype(), k.dtype(), v.dtype()] != [DType::F32; 3]
-    {
-        return None;
-    }
     let [b, h, n, d] = q.dims();
     let [kb, kh, m, kd] = k.dims();
     let [vb, vh, vm, dv] = v.dims();
@@ -58,9 +52,9 @@ fn flex_attention<B: Backend>(
         return None;
     }
     let (q, k, v) = (
-        Strided::new(cast::<_, FlexTensor>(q.clone().into_primitive().tensor())?),
-        Strided::new(cast::<_, FlexTensor>(k.clone().into_primitive().tensor())?),
-        Strided::new(cast::<_, FlexTensor>(v.clone().into_primitive().tensor())?),
+        Strided::new(flex::tensor(q)?),
+        Strided::new(flex::tensor(k)?),
+        Strided::new(flex::tensor(v)?),
     );
     let (q, k, v) = (q.view(), k.view(), v.view());
     if !(q.holds([b, h, n, d]) && k.holds([b, h, m, d]) && v.holds([b, h, m, dv])) {
@@ -75,16 +69,7 @@ fn flex_attention<B: Backend>(
         vec![(n * h * dv) as isize, dv as isize, (h * dv) as isize, 1],
         0,
     );
-    let out = FlexTensor::new(Bytes::from_elems(out), layout, DType::F32);
-    Some(Tensor::from_primitive(TensorPrimitive::Float(cast(out)?)))
-}
-
-/// `t` as a `U` when `T` is `U` (checked by type id), else `None`.
-fn cast<T: 'static, U: 'static>(t: T) -> Option<U> {
-    (Box::new(t) as Box<dyn Any>)
-        .downcast::<U>()
-        .ok()
-        .map(|u| *u)
+    flex::from_f32(out, layout)
 }
 
 /// A 4-D f32 flex tensor whose last dimension is contiguous (copied to be so when it is not).
@@ -274,147 +259,11 @@ impl Task<'_> {
     }
 }
 
-/// Lanes of the vectorised loops (their sums are always taken in this grouping, whatever the
-/// instruction set, so results do not depend on the CPU's vector width).
-const LANES: usize = 16;
-
-/// The largest element of `row` (NaNs ignored, as `f32::max`).
-fn row_max(row: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a = a.max(x);
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-    acc.iter().fold(tail, |a, &x| a.max(x))
-}
-
-/// Replaces each x of `row` by exp(x − `shift`) and returns their sum.
-fn exp_shifted(row: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { exp_shifted_avx512(row, shift) };
-        }
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { exp_shifted_avx2(row, shift) };
-        }
-    }
-    exp_shifted_body(row, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_shifted_avx512(row: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_body(row, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_shifted_avx2(row: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_body(row, shift)
-}
-
-#[inline(always)]
-fn exp_shifted_body(row: &mut [f32], shift: f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
-            *x = exp(*x - shift);
-            *a += *x;
-        }
-    }
-    let mut tail = 0f32;
-    for x in chunks.into_remainder() {
-        *x = exp(*x - shift);
-        tail += *x;
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// eˣ in f32 without branches (so loops over it vectorise), within 2 ulp of the exact value for
-/// x ≥ −87.33 (tested); 0 below, NaN for NaN; x ≤ 88 (softmax only feeds x ≤ 0). Cody–Waite
-/// reduction x = n·ln 2 + r, |r| ≤ ln 2 / 2, Cephes' degree-7 polynomial for eʳ, 2ⁿ built in the
-/// exponent bits.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    // 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
-    const SHIFTER: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const MIN: f32 = -87.336_54;
-    let xc = x.clamp(MIN, 88.0);
-    let t = xc * std::f32::consts::LOG2_E + SHIFTER;
-    let n = t - SHIFTER;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let er = p * r * r + r + 1.0;
-    let two_n =
-        f32::from_bits(((t.to_bits() as i32 - SHIFTER.to_bits() as i32 + 127) << 23) as u32);
-    let y = er * two_n;
-    if x.is_nan() {
-        x
-    } else if x < MIN {
-        0.0
-    } else {
-        y
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::{Cpu, CpuAutodiff};
     use burn::tensor::Distribution;
-
-    #[test]
-    fn exp_is_within_two_ulp_and_handles_the_edges() {
-        // 2 ulp of f32 is 2·2⁻²³ ≈ 2.4e-7 relative: the reduction and the polynomial each add
-        // about half an ulp, the final product one rounding.
-        let mut worst = 0f64;
-        for i in 0..=2_000_000 {
-            let x = -87.3 + 87.3 * 1.02 * (i as f64 / 2_000_000.0);
-            let x = x.min(1.5) as f32;
-            let exact = (x as f64).exp();
-            worst = worst.max(((exp(x) as f64) - exact).abs() / exact);
-        }
-        assert!(worst < 2.4e-7, "worst relative error {worst:e}");
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(-100.0), 0.0);
-        assert!(exp(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn vectorised_loops_equal_their_scalar_definitions() {
-        let row: Vec<f32> = (0..37)
-            .map(|i| ((i * 7919) % 101) as f32 / 10.0 - 6.0)
-            .collect();
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        assert_eq!(row_max(&row), max);
-        let mut shifted = row.clone();
-        let sum = exp_shifted(&mut shifted, max);
-        let mut scalar = row.clone();
-        scalar.iter_mut().for_each(|x| *x = exp(*x - max));
-        // Same elementwise arithmetic whatever the vector width: bit-identical values.
-        assert_eq!(shifted, scalar);
-        let exact: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
-        assert!(
-            ((sum as f64) - exact).abs() / exact < 1e-6,
-            "{sum} vs {exact}"
-        );
-    }
 
     /// q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] from a seeded normal; `sharp` scales q so
     /// the softmax is peaked (the online max must rescale earlier tiles correctly).

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod clip;
 pub mod config;
 pub mod ddim;
+mod flex;
 pub mod hub;
 pub mod load;
 pub mod nn;

@@ -8,7 +8,6 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::config::read_config;
@@ -281,7 +280,7 @@ impl<B: Backend> Encoder<B> {
         }
         let x = self.mid_block.forward(x);
         self.conv_out
-            .forward(silu(crate::nn::group_norm_nchw(&self.conv_norm_out, x)))
+            .forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 
@@ -308,7 +307,7 @@ impl<B: Backend> Decoder<B> {
             }
         }
         self.conv_out
-            .forward(silu(crate::nn::group_norm_nchw(&self.conv_norm_out, x)))
+            .forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 

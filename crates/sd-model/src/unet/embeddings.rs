@@ -1,10 +1,10 @@
 //! Timestep embeddings: diffusers `Timesteps` (sinusoidal features) and `TimestepEmbedding`
 //! (`linear_1`, SiLU, `linear_2`).
 
+use crate::nn::silu;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::nn::linear;
 

@@ -17,7 +17,6 @@ use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{OneOrMany, read_config};
@@ -387,6 +386,6 @@ impl<B: Backend> UNet2DConditionModel<B> {
             x = block.forward(x, &temb, &context, &mut skips, size);
         }
         self.conv_out
-            .forward(silu(crate::nn::group_norm_nchw(&self.conv_norm_out, x)))
+            .forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
