@@ -263,6 +263,7 @@ impl Task<'_> {
 mod tests {
     use super::*;
     use crate::backend::{Cpu, CpuAutodiff};
+    use crate::flex::{max_abs_diff, on_threads};
     use burn::tensor::Distribution;
 
     /// q [B, H, N, D], k [B, H, M, D], v [B, H, M, Dv] from a seeded normal; `sharp` scales q so
@@ -276,10 +277,6 @@ mod tests {
             Tensor::random([b, h, m, d], dist, &device),
             Tensor::random([b, h, m, dv], dist, &device),
         ]
-    }
-
-    fn max_abs_diff<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {
-        (a - b).abs().max().into_scalar().elem()
     }
 
     #[test]
@@ -306,8 +303,7 @@ mod tests {
             let [b, h, n, dv] = fast.dims();
             let flat = fast.swap_dims(1, 2).reshape([b, n, h * dv]);
             let flat_ref = reference.swap_dims(1, 2).reshape([b, n, h * dv]);
-            let diff: f32 = (flat - flat_ref).abs().max().into_scalar().elem();
-            assert!(diff < 2e-5);
+            assert!(max_abs_diff(flat, flat_ref) < 2e-5);
         }
     }
 
@@ -331,12 +327,9 @@ mod tests {
     fn result_does_not_depend_on_the_thread_count() {
         let [q, k, v] = inputs::<Cpu>([2, 2, 200, 300, 40, 40], 2.0);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| scaled_dot_product(q.clone(), k.clone(), v.clone()))
-                .into_data()
+            on_threads(threads, || {
+                scaled_dot_product(q.clone(), k.clone(), v.clone()).into_data()
+            })
         };
         assert_eq!(run(1), run(3));
     }

@@ -209,7 +209,7 @@ pub(crate) fn group_norm<B: Backend>(
     x: &Tensor<B, 4>,
     groups: usize,
     eps: f64,
-    affine_params: Option<[Tensor<B, 1>; 2]>,
+    affine_params: Option<&[Tensor<B, 1>; 2]>,
     silu: bool,
 ) -> Option<Tensor<B, 4>> {
     let [n, c, h, w] = x.dims();
@@ -218,7 +218,7 @@ pub(crate) fn group_norm<B: Backend>(
     }
     let x = tensor(x)?.to_contiguous();
     let params = match affine_params {
-        Some([g, b]) => Some([tensor(&g)?.to_contiguous(), tensor(&b)?.to_contiguous()]),
+        Some([g, b]) => Some([tensor(g)?.to_contiguous(), tensor(b)?.to_contiguous()]),
         None => None,
     };
     let input = x.storage::<f32>();
@@ -251,6 +251,22 @@ pub(crate) fn group_norm<B: Backend>(
             affine(i, o, scale as f32, shift as f32, silu);
         });
     from_f32(out, Layout::contiguous([n, c, h, w].into()))
+}
+
+/// The largest |a − b| (test helper).
+#[cfg(test)]
+pub(crate) fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    (a - b).abs().max().into_scalar().elem()
+}
+
+/// `f` run on a rayon pool of `threads` threads (test helper for thread-count independence).
+#[cfg(test)]
+pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("rayon pool")
+        .install(f)
 }
 
 #[cfg(test)]
@@ -306,10 +322,6 @@ mod tests {
         assert!((s - exact.0).abs() < 1e-12 && (s2 - exact.1).abs() < 1e-12);
     }
 
-    fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
-        (a - b).abs().max().into_scalar().elem()
-    }
-
     #[test]
     fn silu_matches_burns() {
         let d = Default::default();
@@ -362,7 +374,7 @@ mod tests {
                 .gamma
                 .as_ref()
                 .map(|g| [g.val(), gn.beta.as_ref().unwrap().val()]);
-            let ours = group_norm(&x, groups, gn.epsilon, params, act).expect("flex f32");
+            let ours = group_norm(&x, groups, gn.epsilon, params.as_ref(), act).expect("flex f32");
             let mut burns = gn.forward(x);
             if act {
                 burns = burn::tensor::activation::silu(burns);
@@ -380,11 +392,7 @@ mod tests {
         Cpu::seed(&d, 2);
         let x = Tensor::<Cpu, 4>::random([2, 8, 100, 90], Distribution::Normal(0.0, 3.0), &d);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 let a = silu(&x).unwrap().into_data();
                 let b = group_norm(&x, 4, 1e-5, None, true).unwrap().into_data();
                 (a, b)

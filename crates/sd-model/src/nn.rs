@@ -76,7 +76,7 @@ fn group_norm_act<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>, act: bool) -
         _ => None,
     };
     let groups = norm.num_groups;
-    if let Some(y) = crate::flex::group_norm(&x, groups, norm.epsilon, params.clone(), act) {
+    if let Some(y) = crate::flex::group_norm(&x, groups, norm.epsilon, params.as_ref(), act) {
         return y;
     }
     let len = c / groups * h * w;

@@ -1,12 +1,11 @@
 //! Timestep embeddings: diffusers `Timesteps` (sinusoidal features) and `TimestepEmbedding`
 //! (`linear_1`, SiLU, `linear_2`).
 
-use crate::nn::silu;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use crate::nn::linear;
+use crate::nn::{linear, silu};
 
 /// Sinusoidal features of per-sample timesteps, as diffusers' `get_timestep_embedding` with
 /// `flip_sin_to_cos` and `downscale_freq_shift`: `[B] -> [B, dim]`.
