@@ -97,7 +97,14 @@ fn time<F: FnMut() -> Result<()>>(reps: usize, mut f: F) -> Result<serde_json::V
 fn summary(mut t: Vec<f64>) -> serde_json::Value {
     t.sort_by(f64::total_cmp);
     let reps = t.len();
-    json!({ "median_s": t[reps / 2], "min_s": t[0], "max_s": t[reps - 1], "reps": reps })
+    json!({ "median_s": median(&t), "min_s": t[0], "max_s": t[reps - 1], "reps": reps })
+}
+
+/// The median of timings (the upper one of an even count).
+fn median(t: &[f64]) -> f64 {
+    let mut t = t.to_vec();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
 }
 
 /// Forces pending GPU work to finish (reading one value synchronises).
@@ -254,14 +261,9 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
             base.push(step(0)?);
             rid.push(step(1)?);
         }
+        let ratio = median(&rid) / median(&base);
         put(a, shape, &mut results, "train_step_baseline", summary(base))?;
         put(a, shape, &mut results, "train_step_rid", summary(rid))?;
-        let ratio = results["train_step_rid"]["median_s"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / results["train_step_baseline"]["median_s"]
-                .as_f64()
-                .unwrap_or(1.0);
         put(a, shape, &mut results, "rid_over_baseline", json!(ratio))?;
     }
     let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
