@@ -81,9 +81,11 @@ pub fn run(args: &[String]) -> Result<()> {
         },
         clip_model,
     };
-    match config.model.backend.as_str() {
-        "cuda" => eval_cuda(&config, &loras, &spec, &out),
-        _ => eval::<sd_model::backend::Cpu>(&config, &loras, &spec, &out, &Default::default()),
+    match config.model.backend {
+        sd_model::backend::BackendKind::Cuda => eval_cuda(&config, &loras, &spec, &out),
+        sd_model::backend::BackendKind::Cpu => {
+            eval::<sd_model::backend::Cpu>(&config, &loras, &spec, &out, &Default::default())
+        }
     }
 }
 

@@ -35,9 +35,9 @@ pub fn run(args: &[String]) -> Result<()> {
         );
         return Ok(());
     }
-    let run_dir = match config.model.backend.as_str() {
-        "cuda" => train_cuda(&config, resume)?,
-        _ => {
+    let run_dir = match config.model.backend {
+        sd_model::backend::BackendKind::Cuda => train_cuda(&config, resume)?,
+        sd_model::backend::BackendKind::Cpu => {
             rid_trainer::train::<sd_model::backend::CpuAutodiff>(
                 &config,
                 resume,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use sd_model::backend::BackendKind;
 use serde::{Deserialize, Serialize};
 
 pub use rewards::config::{JointWeights, RewardKind, RewardsConfig};
@@ -15,13 +16,9 @@ pub use rewards::config::{JointWeights, RewardKind, RewardsConfig};
 pub struct ModelConfig {
     /// A diffusers folder or hub id.
     pub source: String,
-    /// "cpu" or "cuda".
-    #[serde(default = "default_backend")]
-    pub backend: String,
-}
-
-fn default_backend() -> String {
-    "cpu".into()
+    /// Where the run's tensors live (`cpu`, `cuda`).
+    #[serde(default)]
+    pub backend: BackendKind,
 }
 
 /// Prompt files (one prompt per line; blank lines are skipped).
@@ -189,12 +186,6 @@ impl TrainConfig {
 
     /// Range checks with messages naming the field.
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.model.backend.as_str(), "cpu" | "cuda") {
-            bail!(
-                "model.backend must be \"cpu\" or \"cuda\", got {:?}",
-                self.model.backend
-            );
-        }
         let m = &self.method;
         if !(m.lambda.is_finite() && m.lambda >= 0.0) {
             bail!("method.lambda must be ≥ 0, got {}", m.lambda);

@@ -1,5 +1,101 @@
 //! The backends ril runs on: Burn's flex CPU backend by default, CUDA behind the `cuda` feature.
 
+use serde::{Deserialize, Serialize};
+
+/// Which backend a command runs on (`--backend`, a config's `model.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// Burn's flex CPU backend (f32), always built.
+    #[default]
+    Cpu,
+    /// burn-cuda, in a build with `--features cuda` (or `cuda-base`).
+    Cuda,
+}
+
+impl BackendKind {
+    /// Every backend, in the order `--help` lists them.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Cpu, BackendKind::Cuda];
+
+    /// The name on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown backend {s:?} (expected one of: {})",
+                    names(&Self::ALL)
+                )
+            })
+    }
+}
+
+/// The float type of a run's tensors (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    /// bfloat16 (GPU backends only).
+    Bf16,
+}
+
+impl Dtype {
+    pub const ALL: [Dtype; 2] = [Dtype::F32, Dtype::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown dtype {s:?} (expected one of: {})",
+                    names(&Self::ALL)
+                )
+            })
+    }
+}
+
+fn names<T: std::fmt::Display>(all: &[T]) -> String {
+    all.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The CPU backend (burn-flex, f32).
 pub type Cpu = burn_flex::Flex;
 /// The CPU backend with autodiff.
