@@ -1,6 +1,7 @@
 //! `ril bench`: timings of UNet forward, a DDIM sampling run, VAE decode and one baseline and
-//! one RID training step (after warm-up; median and spread of several repetitions), written as
-//! JSON in the same format as tools/bench/bench.py (the PyTorch reference).
+//! one RID training step (the trainer's own `Trainer::step`, after warm-up; median and spread
+//! of several repetitions; then one profiled step of each), written as JSON in the same format
+//! as tools/bench/bench.py (the PyTorch reference).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,13 +11,13 @@ use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use lora_group::{Targets, push_task};
 use rewards::jpeg::Compressibility;
-use rid_trainer::adamw::AdamW;
-use rid_trainer::step::{StepInputs, StepParams, step_loss};
-use rid_trainer::update::{UpdateParams, accumulate_grads, apply_update};
+use rid_trainer::{Frozen, LoraInit, MicroBatch, Objective, TaskSettings, Trainer};
 use sd_model::noise::NoiseRng;
-use sd_model::{DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig};
+use sd_model::{
+    Conditioning, DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig, denoise,
+    guided_eps,
+};
 use serde_json::json;
 
 pub const USAGE: &str = "\
@@ -167,25 +168,17 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
     let prompts: Vec<String> = (0..batch)
         .map(|i| format!("a photo of a cat number {i}"))
         .collect();
-    let context = sd
-        .encode_prompts(
-            &[vec![String::new(); batch], prompts.clone()].concat(),
-            device,
-        )?
-        .inner();
+    let cond = Conditioning::new(
+        sd.encode_prompts(&prompts, device)?.inner(),
+        sd.encode_prompts(&[String::new()], device)?.inner(),
+        7.5,
+    );
     let mut rng = NoiseRng::new(0);
     let z = rng.tensor::<B::InnerBackend, 4>([batch, 4, h, h], device);
     let scheduler = DdimScheduler::new(DdimConfig::sd15(), steps)?;
-    let p = StepParams {
-        guidance: 7.5,
-        eta: 0.0,
-        lambda: 0.1,
-    };
     if a.what != "train-step" {
         let v = time(a.reps, || {
-            let x = Tensor::cat(vec![z.clone(), z.clone()], 0);
-            let t = Tensor::full([2 * batch], 500.0, device);
-            sync(inner.forward(x, t, context.clone()));
+            sync(guided_eps(&inner, z.clone(), 500, &cond));
             Ok(())
         })?;
         put(a, shape, &mut results, "unet_forward", v)?;
@@ -196,17 +189,17 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         put(a, shape, &mut results, "vae_decode", v)?;
         let v = time(a.reps.min(3), || {
             let mut r = NoiseRng::new(1);
-            let z1 = rid_trainer::step::sample_to_last(
+            let z0 = denoise(
                 &inner,
                 &scheduler,
-                &context,
+                &cond,
                 z.clone(),
-                p,
+                0..steps,
+                0.0,
                 &mut r,
+                |_| {},
             );
-            let t = *scheduler.timesteps.last().expect("steps");
-            let eps = rid_trainer::step::guided_eps(&inner, z1.clone(), t, &context, p.guidance);
-            sync(vae.decode_latents(scheduler.step(eps, t, z1, 0.0, None).0));
+            sync(vae.decode_latents(z0));
             Ok(())
         })?;
         put(a, shape, &mut results, "sample", v)?;
@@ -214,57 +207,57 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
     if a.what != "sample" {
         let reward = Compressibility::default();
         let vae_ad = sd.vae.clone().no_grad();
-        // One LoRA, optimiser and teacher per method; the two are warmed up, then timed in turn
-        // (baseline, RID, baseline, ...) so that clock and allocator drift hits both alike.
-        let mut states = Vec::new();
-        for _ in 0..2 {
-            let mut unet = sd.unet.clone().no_grad();
-            push_task(&mut unet, &Targets::default(), 4, 4.0)?;
-            let teacher = unet.valid();
-            states.push((unet, teacher, AdamW::default()));
-        }
-        let mut step = |i: usize| -> Result<f64> {
-            let start = Instant::now();
-            let (unet, teacher, adam) = &mut states[i];
-            let out = step_loss(
-                unet,
-                (i == 1).then_some(&*teacher),
-                &vae_ad,
-                &reward,
-                &scheduler,
-                StepInputs {
-                    context: context.clone(),
-                    z_n: z.clone(),
-                    prompts: &prompts,
-                    noise_seed: 0,
-                },
-                p,
-            )?;
-            let mut grads = BTreeMap::new();
-            accumulate_grads(unet, 0, &out.loss.backward(), &mut grads)?;
-            let up = UpdateParams {
-                grad_scale: 1.0,
+        let frozen = Frozen {
+            vae: &vae_ad,
+            reward: &reward,
+            scheduler: &scheduler,
+            eta: 0.0,
+        };
+        // The trainer's own step (one micro-batch), one trainer per method; the two are warmed
+        // up, then timed in turn (baseline, RID, baseline, ...) so that clock and allocator
+        // drift hits both alike.
+        let mut trainers = Vec::new();
+        for objective in [Objective::Baseline, Objective::Rid { lambda: 0.1 }] {
+            let settings = TaskSettings {
+                objective,
                 lr: 1e-4,
                 weight_decay: 0.0,
                 grad_clip: 1.0,
                 ema_momentum: 0.99,
             };
-            apply_update(unet, teacher, adam, 0, grads, &up)?;
-            // apply_update reads the gradient norm back, which waits for the backward pass (the
-            // small LoRA and EMA updates after it land in the next timing).
-            Ok(start.elapsed().as_secs_f64())
+            let lora = LoraInit {
+                rank: 4,
+                alpha: 4.0,
+                rng: NoiseRng::new(2),
+            };
+            trainers.push(Trainer::<B>::new(sd.unet.clone(), lora, settings)?);
+        }
+        let batch = || MicroBatch {
+            cond: cond.clone(),
+            z_n: z.clone(),
+            prompts: prompts.clone(),
+            noise_seed: 0,
         };
-        step(0)?;
-        step(1)?;
+        // Trainer::step reads the gradient norm back, which waits for the backward pass (the
+        // small AdamW and EMA updates after it land in the next timing).
+        let mut step = |i: usize, profile: bool| trainers[i].step(&frozen, vec![batch()], profile);
+        step(0, false)?;
+        step(1, false)?;
         let (mut base, mut rid) = (Vec::new(), Vec::new());
         for _ in 0..a.reps.min(3) {
-            base.push(step(0)?);
-            rid.push(step(1)?);
+            base.push(step(0, false)?.seconds);
+            rid.push(step(1, false)?.seconds);
         }
         let ratio = median(&rid) / median(&base);
         put(a, shape, &mut results, "train_step_baseline", summary(base))?;
         put(a, shape, &mut results, "train_step_rid", summary(rid))?;
         put(a, shape, &mut results, "rid_over_baseline", json!(ratio))?;
+        // One more step of each with every phase waited for and timed (not in the timings above:
+        // the waits cost a little on a GPU).
+        for (i, name) in [(0, "phases_baseline"), (1, "phases_rid")] {
+            let phases = step(i, true)?.phases;
+            put(a, shape, &mut results, name, json!(phases))?;
+        }
     }
     let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
     println!("{text}");

@@ -560,7 +560,7 @@ pub fn main(args: &[String]) -> Result<()> {
         return Ok(());
     }
     let backend = base_config(&preset, Method::Rid)?.model.backend;
-    let ril = ril_binary(&preset, &backend)?;
+    let ril = ril_binary(&preset, backend.name())?;
     let mut results = Vec::new();
     for (m, o) in &cells {
         let t0 = Instant::now();

@@ -304,3 +304,23 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
     }
     Ok(prompts)
 }
+
+/// As [`read_prompts`], checking that every prompt fits the text encoder (77 tokens with BOS and
+/// EOS): a longer one is an error naming the file and line, as `ril sample` refuses it, never
+/// silently truncated.
+pub fn read_prompts_checked(
+    path: &Path,
+    tokenizer: &sd_model::ClipTokenizer,
+) -> Result<Vec<String>> {
+    let prompts = read_prompts(path)?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read prompts file {}", path.display()))?;
+    for (i, line) in text.lines().enumerate() {
+        if !line.trim().is_empty() {
+            tokenizer
+                .encode_exact(line)
+                .with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        }
+    }
+    Ok(prompts)
+}

@@ -7,7 +7,10 @@ pub mod checkpoint;
 pub mod config;
 pub mod runner;
 pub mod step;
+pub mod trainer;
 pub mod update;
 
 pub use config::TrainConfig;
-pub use runner::{RunSummary, train, train_with};
+pub use runner::{RunOptions, RunSummary, run, train, train_with};
+pub use step::{Frozen, MicroBatch, Objective, Phases};
+pub use trainer::{LoraInit, StepRecord, TaskSettings, Trainer};

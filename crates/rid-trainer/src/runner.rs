@@ -1,27 +1,28 @@
-//! The task-sequence runner: for each task, a new LoRA pair (and the teacher's copy), training
-//! with the baseline or RID, checkpoints every K steps and after the task, a JSONL metrics log,
-//! resume after a kill, and guard rails (non-finite terms stop the run; a folder holding another
-//! run is refused).
+//! The task-sequence runner: the run folder, the seeded batches, and for each task a
+//! [`Trainer`] stepped to the task's end, with a JSONL metrics log, checkpoints every K steps and
+//! after the task, resume after a kill, and guard rails (inputs checked before the run folder is
+//! made; non-finite terms stop the run; a folder holding another run is refused).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{AutodiffModule, Module, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use lora_group::{LoraModel, Targets, export_task, import_task, push_task};
+use lora_group::import_task;
 use rewards::Reward;
 use sd_model::noise::NoiseRng;
-use sd_model::{DdimScheduler, StableDiffusion, UNet2DConditionModel};
+use sd_model::{
+    ClipTextModel, ClipTokenizer, Conditioning, DdimScheduler, StableDiffusion,
+    UNet2DConditionModel,
+};
 
-use crate::adamw::AdamW;
-use crate::checkpoint::{self, CheckpointState};
-use crate::config::{Method, RewardKind, TrainConfig, read_prompts};
-use crate::step::{StepInputs, StepParams, step_loss};
-use crate::update::{UpdateParams, accumulate_grads, apply_update, set_task_pairs, task_pairs};
+use crate::checkpoint;
+use crate::config::{Method, RewardKind, TaskConfig, TrainConfig, read_prompts_checked};
+use crate::step::{Frozen, MicroBatch, Objective, Phases};
+use crate::trainer::{LoraInit, StepRecord, TaskSettings, Trainer};
 use rewards::build::build_reward;
 
 /// Random streams, each derived from (seed, stream, task, step, micro-batch).
@@ -37,6 +38,16 @@ pub struct RunSummary<Bk: Backend> {
     pub final_rewards: Vec<f64>,
     /// The final model (every task's pair, all frozen).
     pub unet: UNet2DConditionModel<Bk>,
+}
+
+/// How a run is carried out (not part of its configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Continue the run in the config's output folder from its last checkpoint.
+    pub resume: bool,
+    /// Time each phase of every step (they are logged in metrics.jsonl and summed per task
+    /// on stderr).
+    pub profile: bool,
 }
 
 /// Builds the reward of a task.
@@ -88,7 +99,11 @@ pub fn train<B: AutodiffBackend>(
     resume: bool,
     device: &B::Device,
 ) -> Result<RunSummary<B::InnerBackend>> {
-    train_with(config, resume, device, &|kind| {
+    let opts = RunOptions {
+        resume,
+        profile: false,
+    };
+    run(config, opts, device, &|kind| {
         build_reward::<B>(kind, &config.rewards, device)
     })
 }
@@ -100,38 +115,142 @@ pub fn train_with<B: AutodiffBackend>(
     device: &B::Device,
     make_reward: &RewardFactory<B>,
 ) -> Result<RunSummary<B::InnerBackend>> {
+    let opts = RunOptions {
+        resume,
+        profile: false,
+    };
+    run(config, opts, device, make_reward)
+}
+
+/// The seeded micro-batches of a run: prompts drawn with replacement, their embeddings (cached
+/// per prompt), z_N and the eta-noise seed, all from (seed, stream, task, step, micro-batch), so
+/// that a resumed run sees exactly the batches an uninterrupted one does.
+pub struct Batches<'a, Bk: Backend> {
+    seed: u64,
+    prompts: Vec<String>,
+    tokenizer: &'a ClipTokenizer,
+    text_encoder: ClipTextModel<Bk>,
+    uncond: Tensor<Bk, 3>,
+    cache: HashMap<usize, Tensor<Bk, 3>>,
+    guidance: f64,
+    latent: [usize; 3],
+    device: Bk::Device,
+}
+
+impl<'a, Bk: Backend> Batches<'a, Bk> {
+    /// Batches of `prompts` for images of `height` x `width` with guidance scale `guidance`.
+    pub fn new(
+        seed: u64,
+        prompts: Vec<String>,
+        tokenizer: &'a ClipTokenizer,
+        text_encoder: ClipTextModel<Bk>,
+        (guidance, height, width): (f64, usize, usize),
+        device: &Bk::Device,
+    ) -> Result<Self> {
+        let uncond =
+            sd_model::pipeline::encode_prompts(tokenizer, &text_encoder, &[String::new()], device)?;
+        Ok(Self {
+            seed,
+            prompts,
+            tokenizer,
+            text_encoder,
+            uncond,
+            cache: HashMap::new(),
+            guidance,
+            latent: [4, height / 8, width / 8],
+            device: device.clone(),
+        })
+    }
+
+    /// The `grad_accum` micro-batches of `size` images of task `k`'s step `step`.
+    pub fn step(
+        &mut self,
+        k: usize,
+        step: usize,
+        grad_accum: usize,
+        size: usize,
+    ) -> Result<Vec<MicroBatch<Bk>>> {
+        (0..grad_accum)
+            .map(|m| self.micro_batch([k as u64, step as u64, m as u64], size))
+            .collect()
+    }
+
+    fn micro_batch(&mut self, ids: [u64; 3], size: usize) -> Result<MicroBatch<Bk>> {
+        let [k, step, m] = ids;
+        let mut prng = NoiseRng::derive(self.seed, &[STREAM_PROMPTS, k, step, m]);
+        let chosen: Vec<usize> = (0..size)
+            .map(|_| (prng.next_u64() % self.prompts.len() as u64) as usize)
+            .collect();
+        let mut conds = Vec::with_capacity(size);
+        for &i in &chosen {
+            if !self.cache.contains_key(&i) {
+                let e = sd_model::pipeline::encode_prompts(
+                    self.tokenizer,
+                    &self.text_encoder,
+                    std::slice::from_ref(&self.prompts[i]),
+                    &self.device,
+                )?;
+                self.cache.insert(i, e);
+            }
+            conds.push(self.cache[&i].clone());
+        }
+        let cond = Conditioning::new(Tensor::cat(conds, 0), self.uncond.clone(), self.guidance);
+        let [c, h, w] = self.latent;
+        let z_n = NoiseRng::derive(self.seed, &[STREAM_NOISE, k, step, m])
+            .tensor::<Bk, 4>([size, c, h, w], &self.device);
+        Ok(MicroBatch {
+            cond,
+            z_n,
+            prompts: chosen.iter().map(|&i| self.prompts[i].clone()).collect(),
+            noise_seed: NoiseRng::derive(self.seed, &[STREAM_ETA, k, step, m]).next_u64(),
+        })
+    }
+}
+
+/// The objective and optimisation constants of `task` under `config`'s method.
+pub fn task_settings(config: &TrainConfig, task: &TaskConfig) -> TaskSettings {
+    TaskSettings {
+        objective: match config.method.kind {
+            Method::Baseline => Objective::Baseline,
+            Method::Rid => Objective::Rid {
+                lambda: config.method.lambda,
+            },
+        },
+        lr: task.lr,
+        weight_decay: task.weight_decay,
+        grad_clip: task.grad_clip,
+        ema_momentum: config.method.ema_momentum,
+    }
+}
+
+/// Runs the configured task sequence with the rewards of `make_reward`.
+pub fn run<B: AutodiffBackend>(
+    config: &TrainConfig,
+    opts: RunOptions,
+    device: &B::Device,
+    make_reward: &RewardFactory<B>,
+) -> Result<RunSummary<B::InnerBackend>> {
     config.validate()?;
-    prepare_run_dir(config, resume)?;
-    let run_dir = config.output.clone();
+    // Every input is checked before the run folder is made.
     let model_dir = sd_model::hub::resolve_model(&config.model.source)?;
     let sd = StableDiffusion::<B>::load(&model_dir, device)?;
-    let mut unet = sd.unet.clone().no_grad();
-    let vae = sd.vae.clone().no_grad();
-    let text_encoder = sd.text_encoder.valid();
-    let prompts = read_prompts(&config.prompts.train)?;
+    let prompts = read_prompts_checked(&config.prompts.train, &sd.tokenizer)?;
     let s = &config.sampling;
     let scheduler = DdimScheduler::new(sd.scheduler.clone(), s.steps)?;
-    let params = StepParams {
-        guidance: s.guidance,
-        eta: s.eta,
-        lambda: config.method.lambda,
-    };
-    let latent = [4, s.height / 8, s.width / 8];
-    let mut embeddings: HashMap<usize, Tensor<B::InnerBackend, 3>> = HashMap::new();
-    let encode = |text: &str| -> Result<Tensor<B::InnerBackend, 3>> {
-        let ids: Vec<i64> = sd
-            .tokenizer
-            .encode(text)?
-            .into_iter()
-            .map(i64::from)
-            .collect();
-        let n = ids.len();
-        let ids =
-            Tensor::<B::InnerBackend, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
-        Ok(text_encoder.forward(ids).last_hidden_state)
-    };
-    let uncond = encode("")?;
+    prepare_run_dir(config, opts.resume)?;
+    let run_dir = config.output.clone();
+    let mut unet = sd.unet.clone().no_grad();
+    let vae = sd.vae.clone().no_grad();
+    let mut batches = Batches::new(
+        config.seed,
+        prompts,
+        &sd.tokenizer,
+        sd.text_encoder.valid(),
+        (s.guidance, s.height, s.width),
+        device,
+    )?;
     let log_path = run_dir.join("metrics.jsonl");
+    let hash = config.hash();
     let mut final_rewards = Vec::new();
     let mut reward_cache: HashMap<&'static str, Box<dyn Reward<B>>> = HashMap::new();
 
@@ -139,7 +258,7 @@ pub fn train_with<B: AutodiffBackend>(
         let dir = task_dir(&run_dir, k, &task.name);
         std::fs::create_dir_all(&dir)?;
         let ckpt_path = dir.join("checkpoint.safetensors");
-        let saved = if resume && ckpt_path.is_file() {
+        let saved = if opts.resume && ckpt_path.is_file() {
             Some(checkpoint::load::<B::InnerBackend>(&ckpt_path, device)?)
         } else {
             None
@@ -164,211 +283,79 @@ pub fn train_with<B: AutodiffBackend>(
             final_rewards.push(f64::NAN);
             continue;
         }
-        // A new pair on every targeted layer, lora_A from the run's own generator (so that a
-        // resumed run initialises later tasks exactly as an uninterrupted one).
-        let (task_index, _) = push_task(
-            &mut unet,
-            &Targets::default(),
-            task.lora_rank,
-            task.lora_alpha,
-        )?;
-        debug_assert_eq!(task_index, k);
-        let mut rng = NoiseRng::derive(config.seed, &[STREAM_LORA, k as u64]);
-        unet.visit_lora_mut(&mut |_, layer| {
-            for p in layer.lora.iter_mut().filter(|p| p.task == k) {
-                let [r, d_in] = p.lora_A.val().dims();
-                let bound = 1.0 / (d_in as f64).sqrt();
-                let values: Vec<f32> = (0..r * d_in)
-                    .map(|_| ((2.0 * rng.uniform_open0() - 1.0) * bound) as f32)
-                    .collect();
-                let device = p.lora_A.val().device();
-                p.lora_A = Param::initialized(
-                    p.lora_A.id,
-                    Tensor::from_data(TensorData::new(values, [r, d_in]), &device).require_grad(),
+        // lora_A from the run's own generator, so that a resumed run initialises later tasks
+        // exactly as an uninterrupted one.
+        let lora = LoraInit {
+            rank: task.lora_rank,
+            alpha: task.lora_alpha,
+            rng: NoiseRng::derive(config.seed, &[STREAM_LORA, k as u64]),
+        };
+        let settings = task_settings(config, task);
+        let mut trainer = match saved {
+            Some(c) => {
+                let t = Trainer::from_checkpoint(unet, lora, settings, c)
+                    .with_context(|| format!("cannot resume from {}", ckpt_path.display()))?;
+                truncate_log(&log_path, k, t.steps_done())?;
+                eprintln!(
+                    "task {k} ({}): resuming at step {}",
+                    task.name,
+                    t.steps_done()
                 );
+                t
             }
-        });
-        let mut teacher: UNet2DConditionModel<B::InnerBackend> = unet.valid();
-        let mut adam = AdamW::<B::InnerBackend>::default();
-        let mut start = 0;
-        if let Some(c) = saved {
-            let split = |prefix: &str| -> BTreeMap<String, Tensor<B::InnerBackend, 2>> {
-                c.tensors
-                    .iter()
-                    .filter_map(|(n, t)| n.strip_prefix(prefix).map(|r| (r.to_string(), t.clone())))
-                    .collect()
-            };
-            set_task_pairs(&mut unet, k, &split("student."), |t| {
-                Tensor::from_inner(t).require_grad()
-            })?;
-            set_task_pairs(&mut teacher, k, &split("teacher."), |t| t)?;
-            adam.m = split("m.");
-            adam.v = split("v.");
-            adam.step = c.state.adam_step;
-            start = c.state.step;
-            truncate_log(&log_path, k, start)?;
-            eprintln!("task {k} ({}): resuming at step {start}", task.name);
-        }
+            None => Trainer::new(unet, lora, settings)?,
+        };
+        debug_assert_eq!(trainer.task(), k);
         let reward = match reward_cache.remove(task.reward.name()) {
             Some(r) => r,
             None => make_reward(task.reward)?,
         };
+        let frozen = Frozen {
+            vae: &vae,
+            reward: reward.as_ref(),
+            scheduler: &scheduler,
+            eta: s.eta,
+        };
         let total = task.epochs * task.steps_per_epoch;
-        let bar = indicatif::ProgressBar::new(total as u64).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:25}] step {pos}/{len} {msg} (eta {eta})",
-            )
-            .expect("template"),
+        let bar = progress_bar(
+            total,
+            trainer.steps_done(),
+            format!("task {}/{} {}", k + 1, config.tasks.len(), task.name),
         );
-        bar.set_prefix(format!(
-            "task {}/{} {}",
-            k + 1,
-            config.tasks.len(),
-            task.name
-        ));
-        bar.set_position(start as u64);
         let micro = task.batch_size / task.grad_accum;
         let mut last_mean = f64::NAN;
-        let save_ckpt = |unet: &UNet2DConditionModel<B>,
-                         teacher: &UNet2DConditionModel<B::InnerBackend>,
-                         adam: &AdamW<B::InnerBackend>,
-                         step: usize,
-                         done: bool|
-         -> Result<()> {
-            let mut tensors = BTreeMap::new();
-            for (n, t) in task_pairs(unet, k) {
-                tensors.insert(format!("student.{n}"), t.inner());
-            }
-            for (n, t) in task_pairs(teacher, k) {
-                tensors.insert(format!("teacher.{n}"), t);
-            }
-            for (n, t) in &adam.m {
-                tensors.insert(format!("m.{n}"), t.clone());
-            }
-            for (n, t) in &adam.v {
-                tensors.insert(format!("v.{n}"), t.clone());
-            }
-            let state = CheckpointState {
-                task: k,
-                step,
-                adam_step: adam.step,
-                done,
-                config_hash: config.hash(),
-            };
-            checkpoint::save(&ckpt_path, &state, &tensors)
-        };
-        for step in start..total {
-            let t0 = Instant::now();
-            let mut grads: BTreeMap<String, Tensor<B::InnerBackend, 2>> = BTreeMap::new();
-            let mut all_rewards = Vec::new();
-            let mut distill = 0.0;
-            let mut loss_sum = 0.0;
-            for m in 0..task.grad_accum {
-                let ids = [k as u64, step as u64, m as u64];
-                let mut prng =
-                    NoiseRng::derive(config.seed, &[STREAM_PROMPTS, ids[0], ids[1], ids[2]]);
-                let chosen: Vec<usize> = (0..micro)
-                    .map(|_| (prng.next_u64() % prompts.len() as u64) as usize)
-                    .collect();
-                let mut conds = Vec::with_capacity(micro);
-                for &i in &chosen {
-                    if let std::collections::hash_map::Entry::Vacant(e) = embeddings.entry(i) {
-                        e.insert(encode(&prompts[i])?);
-                    }
-                    conds.push(embeddings[&i].clone());
-                }
-                let cond = Tensor::cat(conds, 0);
-                let context = if params.guidance > 1.0 {
-                    let d = cond.dims();
-                    Tensor::cat(vec![uncond.clone().expand([micro, d[1], d[2]]), cond], 0)
-                } else {
-                    cond
-                };
-                let mut nrng =
-                    NoiseRng::derive(config.seed, &[STREAM_NOISE, ids[0], ids[1], ids[2]]);
-                let z_n = nrng
-                    .tensor::<B::InnerBackend, 4>([micro, latent[0], latent[1], latent[2]], device);
-                let texts: Vec<String> = chosen.iter().map(|&i| prompts[i].clone()).collect();
-                let use_teacher = config.method.kind == Method::Rid;
-                let out = step_loss(
-                    &unet,
-                    use_teacher.then_some(&teacher),
-                    &vae,
-                    reward.as_ref(),
-                    &scheduler,
-                    StepInputs {
-                        context,
-                        z_n,
-                        prompts: &texts,
-                        noise_seed: NoiseRng::derive(
-                            config.seed,
-                            &[STREAM_ETA, ids[0], ids[1], ids[2]],
-                        )
-                        .next_u64(),
-                    },
-                    params,
-                )
+        let mut phases = Phases::default();
+        for step in trainer.steps_done()..total {
+            let batch = batches.step(k, step, task.grad_accum, micro)?;
+            let rec = trainer
+                .step(&frozen, batch, opts.profile)
                 .with_context(|| format!("task {k} ({}), step {step}", task.name))?;
-                let loss_value = out.loss.clone().inner().into_scalar().elem::<f64>();
-                if !loss_value.is_finite() {
-                    bail!(
-                        "task {k} ({}), step {step}: the loss is {loss_value}",
-                        task.name
-                    );
-                }
-                loss_sum += loss_value;
-                distill += out.distill;
-                all_rewards.extend(out.rewards);
-                accumulate_grads(&unet, k, &out.loss.backward(), &mut grads)?;
-            }
-            let scale = 1.0 / task.grad_accum as f64;
-            let grad_norm = apply_update(
-                &mut unet,
-                &mut teacher,
-                &mut adam,
-                k,
-                grads,
-                &UpdateParams {
-                    grad_scale: scale,
-                    lr: task.lr,
-                    weight_decay: task.weight_decay,
-                    grad_clip: task.grad_clip,
-                    ema_momentum: config.method.ema_momentum,
-                },
-            )
-            .with_context(|| format!("task {k} ({}), step {step}", task.name))?;
-            let n = all_rewards.len() as f64;
-            let mean = all_rewards.iter().map(|&r| r as f64).sum::<f64>() / n;
-            let std = (all_rewards
-                .iter()
-                .map(|&r| (r as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n)
-                .sqrt();
-            last_mean = mean;
-            let line = serde_json::json!({
-                "task": k, "task_name": task.name, "epoch": step / task.steps_per_epoch, "step": step,
-                "loss": loss_sum * scale, "reward_mean": mean, "reward_std": std,
-                "distill": distill * scale, "grad_norm": grad_norm, "time_s": t0.elapsed().as_secs_f64(),
-            });
-            append_line(&log_path, &line.to_string())?;
+            append_line(
+                &log_path,
+                &log_line(k, task, &rec, opts.profile).to_string(),
+            )?;
             bar.set_message(format!(
-                "epoch {}/{} loss {:.4} reward {mean:.4} {:.2} samples/s",
+                "epoch {}/{} loss {:.4} reward {:.4} {:.2} samples/s",
                 step / task.steps_per_epoch + 1,
                 task.epochs,
-                loss_sum * scale,
-                task.batch_size as f64 / t0.elapsed().as_secs_f64()
+                rec.loss,
+                rec.reward_mean,
+                task.batch_size as f64 / rec.seconds
             ));
             bar.inc(1);
+            last_mean = rec.reward_mean;
+            phases.add(&rec.phases);
             if (step + 1) % config.checkpoint_every == 0 && step + 1 < total {
-                save_ckpt(&unet, &teacher, &adam, step + 1, false)?;
+                trainer.save_checkpoint(&ckpt_path, false, &hash)?;
             }
         }
         bar.finish();
-        export_task(&unet, k, "unet", &dir.join("lora.safetensors"))?;
-        export_task(&teacher, k, "unet", &dir.join("ema.safetensors"))?;
-        save_ckpt(&unet, &teacher, &adam, total, true)?;
-        unet = unet.no_grad();
+        trainer.export(&dir)?;
+        trainer.save_checkpoint(&ckpt_path, true, &hash)?;
+        if opts.profile {
+            eprintln!("{}", profile_summary(k, &task.name, &phases));
+        }
+        unet = trainer.into_unet();
         reward_cache.insert(task.reward.name(), reward);
         final_rewards.push(last_mean);
     }
@@ -377,6 +364,43 @@ pub fn train_with<B: AutodiffBackend>(
         final_rewards,
         unet: unet.valid(),
     })
+}
+
+fn progress_bar(total: usize, position: usize, prefix: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:25}] step {pos}/{len} {msg} (eta {eta})",
+        )
+        .expect("template"),
+    );
+    bar.set_prefix(prefix);
+    bar.set_position(position as u64);
+    bar
+}
+
+/// The metrics.jsonl line of one step.
+fn log_line(k: usize, task: &TaskConfig, rec: &StepRecord, profile: bool) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "task": k, "task_name": task.name, "epoch": rec.step / task.steps_per_epoch,
+        "step": rec.step, "loss": rec.loss, "reward_mean": rec.reward_mean,
+        "reward_std": rec.reward_std, "distill": rec.distill, "grad_norm": rec.grad_norm,
+        "time_s": rec.seconds,
+    });
+    if profile {
+        line["phases_s"] = serde_json::to_value(rec.phases).expect("phases serialise");
+    }
+    line
+}
+
+/// Where a task's step time went, one phase a line.
+pub fn profile_summary(k: usize, name: &str, phases: &Phases) -> String {
+    let total: f64 = phases.named().iter().map(|(_, s)| s).sum();
+    let mut out = format!("task {k} ({name}) profile, {total:.3} s in all:");
+    for (phase, s) in phases.named() {
+        let share = if total > 0.0 { 100.0 * s / total } else { 0.0 };
+        out.push_str(&format!("\n  {phase:<10} {s:>9.3} s {share:>5.1} %"));
+    }
+    out
 }
 
 /// Removes temporary files that a killed run left half-written (`.NAME.tmpPID`, see

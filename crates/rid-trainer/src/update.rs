@@ -35,23 +35,45 @@ pub fn set_task_pairs<Bk: Backend, V: Backend, M: LoraModel<Bk>>(
     values: &BTreeMap<String, Tensor<V, 2>>,
     map: impl Fn(Tensor<V, 2>) -> Tensor<Bk, 2>,
 ) -> Result<()> {
-    let mut missing = None;
+    let mut problem = None;
+    let mut used = 0;
     model.visit_lora_mut(&mut |path, layer| {
         for p in layer.lora.iter_mut().filter(|p| p.task == task) {
             for (name, param) in [("lora_A", &mut p.lora_A), ("lora_B", &mut p.lora_B)] {
-                match values.get(&format!("{path}.{name}")) {
-                    Some(v) => *param = Param::initialized(param.id, map(v.clone())),
+                let key = format!("{path}.{name}");
+                match values.get(&key) {
+                    Some(v) if v.dims() == param.val().dims() => {
+                        *param = Param::initialized(param.id, map(v.clone()));
+                        used += 1;
+                    }
+                    Some(v) => {
+                        problem.get_or_insert(format!(
+                            "tensor {key} has shape {:?}, the model's pair has {:?}",
+                            v.dims(),
+                            param.val().dims()
+                        ));
+                    }
                     None => {
-                        missing.get_or_insert(format!("{path}.{name}"));
+                        problem.get_or_insert(format!("checkpoint lacks tensor {key}"));
                     }
                 }
             }
         }
     });
-    match missing {
-        Some(k) => bail!("checkpoint lacks tensor {k}"),
-        None => Ok(()),
+    if let Some(p) = problem {
+        bail!("{p}");
     }
+    if used != values.len() {
+        let mut known = std::collections::BTreeSet::new();
+        model.visit_lora(&mut |path, _| {
+            known.insert(format!("{path}.lora_A"));
+            known.insert(format!("{path}.lora_B"));
+        });
+        if let Some(k) = values.keys().find(|k| !known.contains(*k)) {
+            bail!("tensor {k} names no adapted layer of the model");
+        }
+    }
+    Ok(())
 }
 
 /// Adds the gradients of task `k`'s pairs in `grads` to `acc` (by name).

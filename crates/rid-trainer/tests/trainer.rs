@@ -10,9 +10,10 @@ use burn::prelude::*;
 use lora_group::{LoraModel, Targets, export_task, push_task};
 use rewards::Reward;
 use rid_trainer::config::{Method, RewardKind};
-use rid_trainer::step::{StepInputs, StepParams, step_loss};
+use rid_trainer::step::{Frozen, MicroBatch, Objective, step_loss};
 use rid_trainer::{TrainConfig, train, train_with};
 use sd_model::noise::NoiseRng;
+use sd_model::{Conditioning, denoise};
 use sd_model::{DdimConfig, DdimScheduler, StableDiffusion};
 
 type AD = sd_model::backend::CpuAutodiff;
@@ -149,29 +150,27 @@ impl IntoAutodiff for Tensor<B, 2> {
 fn loss(
     s: &Setup,
     student: &sd_model::UNet2DConditionModel<AD>,
-    teacher: Option<&sd_model::UNet2DConditionModel<B>>,
+    teacher: &sd_model::UNet2DConditionModel<B>,
+    objective: Objective,
     reward: &dyn Reward<AD>,
-    lambda: f64,
 ) -> rid_trainer::step::StepOutput<AD> {
-    step_loss(
-        student,
-        teacher,
-        &s.sd.vae.clone().no_grad(),
+    let vae = s.sd.vae.clone().no_grad();
+    let frozen = Frozen {
+        vae: &vae,
         reward,
-        &s.scheduler,
-        StepInputs {
+        scheduler: &s.scheduler,
+        eta: 0.0,
+    };
+    let batch = MicroBatch {
+        cond: Conditioning {
             context: s.context.clone(),
-            z_n: s.z_n.clone(),
-            prompts: &["a red apple".into()],
-            noise_seed: 0,
+            scale: 7.5,
         },
-        StepParams {
-            guidance: 7.5,
-            eta: 0.0,
-            lambda,
-        },
-    )
-    .unwrap()
+        z_n: s.z_n.clone(),
+        prompts: vec!["a red apple".into()],
+        noise_seed: 0,
+    };
+    step_loss(student, teacher, objective, &frozen, batch).unwrap()
 }
 
 #[test]
@@ -182,7 +181,13 @@ fn distillation_gradient_matches_finite_differences() {
     let teacher = student.valid();
     // The student moves away from the teacher, so the MSE and its gradient are not zero.
     set_b(&mut student, 0, 11, 0.3);
-    let out = loss(&s, &student, Some(&teacher), &Zero, 1.0);
+    let out = loss(
+        &s,
+        &student,
+        &teacher,
+        Objective::Rid { lambda: 1.0 },
+        &Zero,
+    );
     let grads = out.loss.backward();
     // The first adapted layer's lora_B[0, 0].
     let mut first = None;
@@ -219,7 +224,7 @@ fn distillation_gradient_matches_finite_differences() {
                 l.lora[0].lora_B = Param::initialized(l.lora[0].lora_B.id, t.into_autodiff());
             }
         });
-        loss(&s, &m, Some(&teacher), &Zero, 1.0).distill
+        loss(&s, &m, &teacher, Objective::Rid { lambda: 1.0 }, &Zero).distill
     };
     let numeric = (value_at(h) - value_at(-h)) / (2.0 * h as f64);
     assert!(out.distill > 0.0);
@@ -237,8 +242,14 @@ fn rid_with_lambda_zero_equals_the_baseline_step() {
     let teacher = student.valid();
     set_b(&mut student, 0, 5, 0.3);
     let reward = rewards::jpeg::Compressibility::default();
-    let rid = loss(&s, &student, Some(&teacher), &reward, 0.0);
-    let base = loss(&s, &student, None, &reward, 0.1);
+    let rid = loss(
+        &s,
+        &student,
+        &teacher,
+        Objective::Rid { lambda: 0.0 },
+        &reward,
+    );
+    let base = loss(&s, &student, &teacher, Objective::Baseline, &reward);
     assert_eq!(rid.rewards, base.rewards);
     let (gr, gb) = (rid.loss.clone().backward(), base.loss.clone().backward());
     assert_eq!(
@@ -305,17 +316,14 @@ fn compress_score(unet: &sd_model::UNet2DConditionModel<B>, sd: &StableDiffusion
         .encode_prompts(&[vec![String::new(); 4], prompts.clone()].concat(), &device)
         .unwrap();
     let scheduler = DdimScheduler::new(DdimConfig::sd15(), 4).unwrap();
-    let p = StepParams {
-        guidance: 7.5,
-        eta: 0.0,
-        lambda: 0.0,
+    let cond = Conditioning {
+        context: ctx,
+        scale: 7.5,
     };
     let mut rng = NoiseRng::new(1);
     let z = rng.tensor::<B, 4>([4, 4, 8, 8], &device);
-    let z1 = rid_trainer::step::sample_to_last(unet, &scheduler, &ctx, z, p, &mut rng);
-    let t = *scheduler.timesteps.last().unwrap();
-    let eps = rid_trainer::step::guided_eps(unet, z1.clone(), t, &ctx, 7.5);
-    let z0 = scheduler.step(eps, t, z1, 0.0, None).0;
+    let n = scheduler.timesteps.len();
+    let z0 = denoise(unet, &scheduler, &cond, z, 0..n, 0.0, &mut rng, |_| {});
     let r = rewards::jpeg::Compressibility::default()
         .score(sd.vae.decode_latents(z0), &prompts)
         .unwrap();

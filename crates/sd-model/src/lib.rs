@@ -13,6 +13,7 @@ pub mod load;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;
+pub mod sampler;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
@@ -22,6 +23,7 @@ pub use ddim::{DdimConfig, DdimScheduler};
 /// Atomic file writes (temp file + rename), shared by every crate that writes results.
 pub use lora_group::io::write_atomic;
 pub use pipeline::{InitLatents, SampleRequest, StableDiffusion};
+pub use sampler::{Conditioning, denoise, guided_eps};
 pub use tokenizer::ClipTokenizer;
 pub use unet::{UNet2DConditionModel, UNetConfig};
 pub use vae::{AutoencoderKL, VaeConfig};

@@ -10,6 +10,7 @@ use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::ddim::{DdimConfig, DdimScheduler};
 use crate::load::{SafetensorsFile, load_module_from};
 use crate::noise::NoiseRng;
+use crate::sampler::{Conditioning, denoise};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -129,19 +130,28 @@ impl<B: Backend> StableDiffusion<B> {
     /// Text embeddings [N, 77, D] of `prompts` (each must fit in 77 tokens; "" is allowed, as
     /// diffusers' default negative prompt).
     pub fn encode_prompts(&self, prompts: &[String], device: &B::Device) -> Result<Tensor<B, 3>> {
-        let len = self.tokenizer.max_length;
-        let mut ids = Vec::with_capacity(prompts.len() * len);
-        for (i, p) in prompts.iter().enumerate() {
-            let tokens = self
-                .tokenizer
-                .encode_exact(p)
-                .with_context(|| format!("prompt {i}"))?;
-            ids.extend(tokens.into_iter().map(|t| t as i64));
-        }
-        let ids =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [prompts.len(), len]), device);
-        Ok(self.text_encoder.forward(ids).last_hidden_state)
+        encode_prompts(&self.tokenizer, &self.text_encoder, prompts, device)
     }
+}
+
+/// Text embeddings [N, 77, D] of `prompts` with `text_encoder` (each must fit in 77 tokens; a
+/// longer one is an error naming it, where diffusers truncates silently).
+pub fn encode_prompts<B: Backend>(
+    tokenizer: &ClipTokenizer,
+    text_encoder: &ClipTextModel<B>,
+    prompts: &[String],
+    device: &B::Device,
+) -> Result<Tensor<B, 3>> {
+    let len = tokenizer.max_length;
+    let mut ids = Vec::with_capacity(prompts.len() * len);
+    for (i, p) in prompts.iter().enumerate() {
+        let tokens = tokenizer
+            .encode_exact(p)
+            .with_context(|| format!("prompt {i}"))?;
+        ids.extend(tokens.into_iter().map(|t| t as i64));
+    }
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [prompts.len(), len]), device);
+    Ok(text_encoder.forward(ids).last_hidden_state)
 }
 
 /// Where the initial latents come from.
@@ -230,46 +240,32 @@ impl<B: Backend> StableDiffusion<B> {
     ) -> Result<Tensor<B, 4>> {
         req.validate()?;
         let b = req.prompts.len();
-        let cfg = req.guidance > 1.0;
         let cond = self.encode_prompts(&req.prompts, device)?;
-        let context = if cfg {
-            let negatives = if req.negative_prompts.is_empty() {
-                vec![String::new(); b]
-            } else {
-                req.negative_prompts.clone()
-            };
-            let uncond = self.encode_prompts(&negatives, device)?;
-            Tensor::cat(vec![uncond, cond], 0)
+        let uncond = if req.guidance <= 1.0 {
+            cond.clone()
+        } else if req.negative_prompts.is_empty() {
+            self.encode_prompts(&[String::new()], device)?
         } else {
-            cond
+            self.encode_prompts(&req.negative_prompts, device)?
         };
+        let cond = Conditioning::new(cond, uncond, req.guidance);
         let scheduler = DdimScheduler::new(self.scheduler.clone(), req.steps)?;
         let shape = [b, 4, req.height / 8, req.width / 8];
-        let mut latents = match &req.latents {
+        let latents = match &req.latents {
             InitLatents::Seed(seed) => NoiseRng::new(*seed).tensor::<B, 4>(shape, device),
             InitLatents::Given(l) => l.clone(),
         };
-        let mut noise_rng = NoiseRng::new(req.noise_seed);
         let n = scheduler.timesteps.len();
-        for (i, &t) in scheduler.timesteps.iter().enumerate() {
-            let input = if cfg {
-                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-            } else {
-                latents.clone()
-            };
-            let rows = input.dims()[0];
-            let ts = Tensor::<B, 1>::full([rows], t as f32, device);
-            let out = self.unet.forward(input, ts, context.clone());
-            let eps = if cfg {
-                let [uncond, text] = out.chunk(2, 0).try_into().expect("two halves");
-                uncond.clone() + (text - uncond) * req.guidance
-            } else {
-                out
-            };
-            let noise = (req.eta > 0.0).then(|| noise_rng.tensor::<B, 4>(shape, device));
-            latents = scheduler.step(eps, t, latents, req.eta, noise).0;
-            progress(i + 1, n);
-        }
+        let latents = denoise(
+            &self.unet,
+            &scheduler,
+            &cond,
+            latents,
+            0..n,
+            req.eta,
+            &mut NoiseRng::new(req.noise_seed),
+            |i| progress(i + 1, n),
+        );
         Ok(latents)
     }
 }
