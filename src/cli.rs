@@ -155,7 +155,7 @@ pub fn read_latents<B: Backend>(
             path.display()
         );
     }
-    file.tensor::<B, 4>("latents", device)
+    Ok(file.tensor::<B, 4>("latents", device)?)
 }
 
 fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {

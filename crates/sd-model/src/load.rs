@@ -127,10 +127,93 @@ impl<B: Backend> ModuleVisitor<B> for ParamLister {
 /// `position_ids`).
 pub type Remap = dyn Fn(&str) -> Option<String>;
 
-/// A safetensors file read into memory and checked for structural validity.
+/// Why a weights file could not be read: the kinds a caller may act on, each naming the file
+/// (and the key).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read weights file {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{} is not a valid safetensors file (truncated or corrupt?): {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{}: no tensor named `{key}`", path.display())]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{}: tensor `{key}` has shape {found:?}, expected {expected}", path.display())]
+    Shape {
+        path: PathBuf,
+        key: String,
+        found: Vec<usize>,
+        expected: String,
+    },
+    #[error("{}: tensor `{key}` holds a non-finite value ({value}) at flat index {index}", path.display())]
+    NonFinite {
+        path: PathBuf,
+        key: String,
+        index: usize,
+        value: f32,
+    },
+    #[error("{}: tensor `{key}`: {reason}", path.display())]
+    Data {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// The first non-finite value of `values` as an error naming `path` and `key`.
+pub fn check_finite(path: &Path, key: &str, values: &[f32]) -> Result<(), LoadError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(LoadError::NonFinite {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            index,
+            value: values[index],
+        }),
+    }
+}
+
+/// A file's bytes: memory-mapped (an SD 1.5 UNet is 3.4 GB in f32, read only where a tensor is
+/// converted), or read whole where mapping is refused (e.g. some network file systems).
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl FileBytes {
+    fn open(path: &Path) -> Result<Self, LoadError> {
+        let io = |error| LoadError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this process; if another process truncates
+        // or rewrites the file while it is mapped, reads may fault or see the new bytes, as with
+        // any mapped checkpoint (safetensors' and candle's loaders map the same way). ril writes
+        // its own files through a temporary file and a rename, which never changes a mapped one.
+        match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(m) => Ok(FileBytes::Mapped(m)),
+            Err(_) => std::fs::read(path).map(FileBytes::Owned).map_err(io),
+        }
+    }
+}
+
+/// A safetensors file, memory-mapped and checked for structural validity.
 pub struct SafetensorsFile {
     path: PathBuf,
-    bytes: Arc<Vec<u8>>,
+    bytes: Arc<FileBytes>,
     tensors: BTreeMap<String, RawTensor>,
     metadata: BTreeMap<String, String>,
 }
@@ -144,15 +227,12 @@ struct RawTensor {
 }
 
 impl SafetensorsFile {
-    /// Reads and parses `path`; a missing, truncated or corrupt file is an error naming it.
-    pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read weights file {}", path.display()))?;
-        let parsed = SafeTensors::deserialize(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not a valid safetensors file (truncated or corrupt?): {e}",
-                path.display()
-            )
+    /// Maps and parses `path`; a missing, truncated or corrupt file is an error naming it.
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let bytes = FileBytes::open(path)?;
+        let parsed = SafeTensors::deserialize(&bytes).map_err(|e| LoadError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
         })?;
         let metadata = SafeTensors::read_metadata(&bytes)
             .ok()
@@ -201,18 +281,24 @@ impl SafetensorsFile {
         self.tensors.get(key).map(|t| t.shape.as_slice())
     }
 
-    fn raw(&self, key: &str) -> Result<&RawTensor> {
-        self.tensors
-            .get(key)
-            .with_context(|| format!("{}: no tensor named `{key}`", self.path.display()))
+    fn raw(&self, key: &str) -> Result<&RawTensor, LoadError> {
+        self.tensors.get(key).ok_or_else(|| LoadError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+        })
     }
 
-    /// Reads tensor `key` as f32 values (f32, f16, bf16 and f64 files are accepted).
-    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>> {
+    /// Reads tensor `key` as f32 values (f32, f16, bf16 and f64 files are accepted); a
+    /// non-finite value is an error naming the file and key.
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>, LoadError> {
         let raw = self.raw(key)?;
-        let data = tensor_data(raw.dtype, &raw.shape, &self.bytes[raw.start..raw.end])
-            .with_context(|| format!("{}: tensor `{key}`", self.path.display()))?;
-        Ok(data.into_vec().expect("converted to f32"))
+        let values = raw_f32(raw, &self.bytes).map_err(|reason| LoadError::Data {
+            path: self.path.clone(),
+            key: key.to_string(),
+            reason,
+        })?;
+        check_finite(&self.path, key, &values)?;
+        Ok(values)
     }
 
     /// Reads tensor `key` as i64 values (i64 and i32 are accepted).
@@ -240,13 +326,15 @@ impl SafetensorsFile {
         &self,
         key: &str,
         device: &B::Device,
-    ) -> Result<Tensor<B, D>> {
+    ) -> Result<Tensor<B, D>, LoadError> {
         let shape = self.raw(key)?.shape.clone();
         if shape.len() != D {
-            bail!(
-                "{}: tensor `{key}` has shape {shape:?}, expected rank {D}",
-                self.path.display()
-            );
+            return Err(LoadError::Shape {
+                path: self.path.clone(),
+                key: key.to_string(),
+                found: shape,
+                expected: format!("rank {D}"),
+            });
         }
         let data = self.read_f32(key)?;
         Ok(Tensor::from_data(TensorData::new(data, shape), device))
@@ -265,10 +353,8 @@ impl SafetensorsFile {
                     Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
                 );
                 let (shape, dtype) = (raw.shape.clone(), format!("{:?}", raw.dtype));
-                let data: DataFn = Rc::new(move || {
-                    tensor_data(raw.dtype, &raw.shape, &bytes[raw.start..raw.end])
-                        .map_err(|e| e.to_string())
-                });
+                let data: DataFn =
+                    Rc::new(move || Ok(TensorData::new(raw_f32(&raw, &bytes)?, raw.shape.clone())));
                 let entry = WeightEntry {
                     shape,
                     dtype,
@@ -283,6 +369,14 @@ impl SafetensorsFile {
             entries,
         }
     }
+}
+
+/// The f32 values of a float tensor of the file.
+fn raw_f32(raw: &RawTensor, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    tensor_data(raw.dtype, &raw.shape, &bytes[raw.start..raw.end])
+        .map_err(|e| e.to_string())?
+        .into_vec()
+        .map_err(|e| format!("{e:?}"))
 }
 
 type DataFn = Rc<dyn Fn() -> std::result::Result<TensorData, String>>;
@@ -453,7 +547,12 @@ pub fn load_weights<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         if !seen.insert(key.clone()) {
             bail!("{display}: two file keys map to parameter `{key}` (the second is `{file_key}`)");
         }
-        snapshots.push(snapshot(entry.data.clone(), param.clone()));
+        snapshots.push(snapshot(
+            entry.data.clone(),
+            param.clone(),
+            &weights.path,
+            file_key,
+        ));
     }
     let missing: Vec<&String> = expected.keys().filter(|k| !seen.contains(*k)).collect();
     let mut problems = Vec::new();
@@ -520,8 +619,10 @@ fn list<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// A snapshot at the parameter's Burn path holding the file tensor in Burn's layout (Linear
-/// weights transposed, 1×1 reshapes applied).
-fn snapshot(data: DataFn, param: ExpectedParam) -> TensorSnapshot {
+/// weights transposed, 1×1 reshapes applied); a non-finite value is an error naming the file
+/// and key.
+fn snapshot(data: DataFn, param: ExpectedParam, file: &Path, file_key: &str) -> TensorSnapshot {
+    let (file, file_key) = (file.to_path_buf(), file_key.to_string());
     let burn_shape: Vec<usize> = if param.linear_weight {
         vec![param.torch_shape[1], param.torch_shape[0]]
     } else {
@@ -533,6 +634,8 @@ fn snapshot(data: DataFn, param: ExpectedParam) -> TensorSnapshot {
             .map_err(burn_store::TensorSnapshotError::DataError)?
             .into_vec()
             .map_err(|e| burn_store::TensorSnapshotError::DataError(format!("{e:?}")))?;
+        check_finite(&file, &file_key, &values)
+            .map_err(|e| burn_store::TensorSnapshotError::DataError(e.to_string()))?;
         let values = if param.linear_weight {
             let (out, inp) = (param.torch_shape[0], param.torch_shape[1]);
             let mut t = vec![0.0f32; values.len()];

@@ -9,6 +9,7 @@ use common::{
     B, RawEntry, assert_close, copy_dir, fixture, read_raw, reference, scratch, values, write_raw,
 };
 use safetensors::Dtype;
+use sd_model::load::{LoadError, SafetensorsFile};
 use sd_model::pipeline::{
     InitLatents, SampleRequest, StableDiffusion, load_text_encoder, load_unet, load_vae,
 };
@@ -213,6 +214,44 @@ fn integer_weights_are_refused_by_name() {
         t.dtype = Dtype::I32;
     });
     assert!(err.contains("`conv_in.bias` (I32)"), "{err}");
+}
+
+#[test]
+fn non_finite_weights_are_refused_by_file_and_key() {
+    // A NaN anywhere in a weight would give black images with exit 0 (NaN becomes 0 in the PNG
+    // conversion); the load must stop on it and say where it is.
+    for (name, value) in [("nan", f32::NAN), ("inf", f32::INFINITY)] {
+        let err = unet_error(name, |e| {
+            let t = e.iter_mut().find(|t| t.name == "conv_in.bias").unwrap();
+            t.bytes[4..8].copy_from_slice(&value.to_le_bytes());
+        });
+        assert!(
+            err.contains("diffusion_pytorch_model.safetensors")
+                && err.contains("tensor `conv_in.bias` holds a non-finite value")
+                && err.contains("flat index 1"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn load_errors_are_typed() {
+    // Callers can tell a missing file from a missing key or a wrong rank without parsing text.
+    let missing = scratch("typed").join("absent.safetensors");
+    assert!(matches!(
+        SafetensorsFile::open(&missing),
+        Err(LoadError::Io { path, .. }) if path == missing
+    ));
+    let file = SafetensorsFile::open(&fixture("tiny-sd/unet/diffusion_pytorch_model.safetensors"))
+        .unwrap();
+    assert!(matches!(
+        file.read_f32("no.such.key"),
+        Err(LoadError::MissingKey { key, .. }) if key == "no.such.key"
+    ));
+    assert!(matches!(
+        file.tensor::<B, 2>("conv_in.weight", &Default::default()),
+        Err(LoadError::Shape { found, .. }) if found == [8, 4, 3, 3]
+    ));
 }
 
 #[test]
