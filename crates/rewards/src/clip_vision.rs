@@ -161,6 +161,7 @@ impl<B: Backend> ClipVisionModelWithProjection<B> {
     /// Normalised pixels [B, 3, S, S] → image embeddings [B, projection_dim] (not L2-normalised),
     /// as `CLIPModel.get_image_features`.
     pub fn forward(&self, pixel_values: Tensor<B, 4>) -> Tensor<B, 2> {
+        let _span = tracing::trace_span!("clip_vision").entered();
         let e = &self.vision_model.embeddings;
         let patches = e.patch_embedding.forward(pixel_values);
         let [b, d, gh, gw] = patches.dims();

@@ -300,6 +300,7 @@ impl<B: Backend> OpenClip<B> {
     /// Normalised pixels [B, 3, S, S] → L2-normalised image features [B, E]
     /// (`encode_image(normalize=True)`).
     pub fn encode_image(&self, pixel_values: Tensor<B, 4>) -> Tensor<B, 2> {
+        let _span = tracing::trace_span!("openclip.encode_image").entered();
         let v = &self.visual;
         let x = v.conv1.forward(pixel_values);
         let [b, d, gh, gw] = x.dims();
@@ -314,6 +315,7 @@ impl<B: Backend> OpenClip<B> {
     /// Token ids [B, 77] (SOT, tokens, EOT, zero padding) → L2-normalised text features [B, E]
     /// (`encode_text(normalize=True)`, pooled at each row's argmax id, the EOT token).
     pub fn encode_text(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let _span = tracing::trace_span!("openclip.encode_text").entered();
         let [b, n] = ids.dims();
         let x = self.token_embedding.forward(ids.clone())
             + self

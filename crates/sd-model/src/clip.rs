@@ -251,6 +251,7 @@ pub struct ClipTextOutput<B: Backend> {
 impl<B: Backend> ClipTextModel<B> {
     /// `input_ids` [B, N] (N ≤ max_position_embeddings).
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> ClipTextOutput<B> {
+        let _span = tracing::trace_span!("text_encoder").entered();
         let [b, n] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..n as i64, &device).reshape([1, n]);

@@ -269,8 +269,10 @@ pub struct Encoder<B: Backend> {
 
 impl<B: Backend> Encoder<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let _span = tracing::trace_span!("vae.encoder").entered();
         let mut x = self.conv_in.forward(x);
-        for block in &self.down_blocks {
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            let _span = tracing::trace_span!("down_blocks", i).entered();
             for resnet in &block.resnets {
                 x = resnet.forward(x, None);
             }
@@ -296,9 +298,14 @@ pub struct Decoder<B: Backend> {
 
 impl<B: Backend> Decoder<B> {
     pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let _span = tracing::trace_span!("vae.decoder").entered();
         let x = self.conv_in.forward(z);
-        let mut x = self.mid_block.forward(x);
-        for block in &self.up_blocks {
+        let mut x = {
+            let _span = tracing::trace_span!("mid_block").entered();
+            self.mid_block.forward(x)
+        };
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let _span = tracing::trace_span!("up_blocks", i).entered();
             for resnet in &block.resnets {
                 x = resnet.forward(x, None);
             }

@@ -358,6 +358,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         timesteps: Tensor<B, 1>,
         context: Tensor<B, 3>,
     ) -> Tensor<B, 4> {
+        let _span = tracing::trace_span!("unet").entered();
         let sample = if self.center_input_sample {
             sample * 2.0 - 1.0
         } else {
@@ -372,13 +373,16 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let temb = self.time_embedding.forward(t);
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
-        for block in &self.down_blocks {
+        for (i, block) in self.down_blocks.iter().enumerate() {
+            let _span = tracing::trace_span!("down_blocks", i).entered();
             x = block.forward(x, &temb, &context, &mut skips);
         }
         if let Some(mid) = &self.mid_block {
+            let _span = tracing::trace_span!("mid_block").entered();
             x = mid.forward(x, &temb, &context);
         }
-        for block in &self.up_blocks {
+        for (i, block) in self.up_blocks.iter().enumerate() {
+            let _span = tracing::trace_span!("up_blocks", i).entered();
             let size = skips.len().checked_sub(block.resnets.len() + 1).map(|i| {
                 let [_, _, h, w] = skips[i].dims();
                 [h, w]
