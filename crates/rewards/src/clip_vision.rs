@@ -32,7 +32,7 @@ pub struct ClipVisionConfig {
     /// Output embedding width (ViT-L/14: 768).
     pub projection_dim: usize,
     /// "quick_gelu" (openai CLIP).
-    pub hidden_act: String,
+    pub hidden_act: sd_model::config::HiddenAct,
     /// LayerNorm epsilon (1e-5).
     pub layer_norm_eps: f64,
 }
@@ -54,7 +54,7 @@ impl ClipVisionConfig {
             image_size: 224,
             patch_size: 14,
             projection_dim: 768,
-            hidden_act: "quick_gelu".into(),
+            hidden_act: sd_model::config::HiddenAct::QuickGelu,
             layer_norm_eps: 1e-5,
         }
     }
@@ -98,7 +98,7 @@ impl ClipVisionConfig {
             intermediate_size: self.intermediate_size,
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: self.num_attention_heads,
-            hidden_act: self.hidden_act.clone(),
+            hidden_act: self.hidden_act,
             layer_norm_eps: self.layer_norm_eps,
             ..ClipTextConfig::sd15()
         };

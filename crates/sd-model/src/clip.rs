@@ -12,7 +12,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::config::read_config;
+use crate::config::{HiddenAct, read_config};
 use crate::nn::{layer_norm, linear};
 
 /// The fields of transformers' `CLIPTextConfig` that the text model uses.
@@ -32,7 +32,7 @@ pub struct ClipTextConfig {
     /// Sequence length (77).
     pub max_position_embeddings: usize,
     /// "quick_gelu" (SD 1.x) or "gelu".
-    pub hidden_act: String,
+    pub hidden_act: HiddenAct,
     /// LayerNorm epsilon (1e-5).
     pub layer_norm_eps: f64,
 }
@@ -54,7 +54,7 @@ impl ClipTextConfig {
             num_hidden_layers: 12,
             num_attention_heads: 12,
             max_position_embeddings: 77,
-            hidden_act: "quick_gelu".into(),
+            hidden_act: HiddenAct::QuickGelu,
             layer_norm_eps: 1e-5,
         }
     }
@@ -82,12 +82,6 @@ impl ClipTextConfig {
 
     /// Rejects what this implementation does not build.
     pub fn validate(&self) -> Result<()> {
-        if self.hidden_act != "quick_gelu" && self.hidden_act != "gelu" {
-            bail!(
-                "unsupported hidden_act `{}` (supported: quick_gelu, gelu)",
-                self.hidden_act
-            );
-        }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
@@ -222,7 +216,7 @@ impl<B: Backend> ClipEncoder<B> {
                     mlp: ClipMlp {
                         fc1: linear(d, config.intermediate_size, true, device),
                         fc2: linear(config.intermediate_size, d, true, device),
-                        quick_gelu: config.hidden_act == "quick_gelu",
+                        quick_gelu: config.hidden_act == HiddenAct::QuickGelu,
                     },
                     layer_norm2: layer_norm(d, config.layer_norm_eps, device),
                 })

@@ -31,3 +31,55 @@ impl OneOrMany {
         }
     }
 }
+
+/// A UNet down block (`down_block_types`); other diffusers types are refused when the config
+/// is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownBlockType {
+    CrossAttnDownBlock2D,
+    DownBlock2D,
+}
+
+/// A UNet up block (`up_block_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpBlockType {
+    CrossAttnUpBlock2D,
+    UpBlock2D,
+}
+
+/// The UNet's middle block (`mid_block_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MidBlockType {
+    UNetMidBlock2DCrossAttn,
+}
+
+/// An AutoencoderKL encoder block (`down_block_types` of the VAE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VaeDownBlockType {
+    DownEncoderBlock2D,
+}
+
+/// An AutoencoderKL decoder block (`up_block_types` of the VAE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VaeUpBlockType {
+    UpDecoderBlock2D,
+}
+
+/// The UNet's and VAE's activation (`act_fn`): SD 1.x uses SiLU only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    #[default]
+    Silu,
+}
+
+/// A CLIP transformer's MLP activation (`hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// `x · σ(1.702 x)` (OpenAI CLIP).
+    #[default]
+    QuickGelu,
+    /// The exact (erf) GELU.
+    Gelu,
+}

@@ -10,7 +10,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::read_config;
+use crate::config::{Activation, VaeDownBlockType, VaeUpBlockType, read_config};
 use crate::nn::{Attention, Downsample2D, ResnetBlock2D, Upsample2D, conv2d, group_norm};
 
 /// VAE GroupNorm/resnet epsilon (fixed in diffusers' Encoder/Decoder).
@@ -25,9 +25,9 @@ pub struct VaeConfig {
     /// Image channels out (default 3).
     pub out_channels: usize,
     /// Must all be `DownEncoderBlock2D`.
-    pub down_block_types: Vec<String>,
+    pub down_block_types: Vec<VaeDownBlockType>,
     /// Must all be `UpDecoderBlock2D`.
-    pub up_block_types: Vec<String>,
+    pub up_block_types: Vec<VaeUpBlockType>,
     /// Channels per level (SD 1.5: 128, 256, 512, 512).
     pub block_out_channels: Vec<usize>,
     /// Resnets per encoder block (decoder blocks have one more); default 2 (SD 1.5).
@@ -46,8 +46,8 @@ pub struct VaeConfig {
     pub use_post_quant_conv: bool,
     /// Must be true (the SD 1.x VAE).
     pub mid_block_add_attention: bool,
-    /// Must be "silu".
-    pub act_fn: String,
+    /// SiLU (the only one SD 1.x uses).
+    pub act_fn: Activation,
     /// Image size the model was trained at (informational).
     pub sample_size: usize,
 }
@@ -57,8 +57,8 @@ impl Default for VaeConfig {
         Self {
             in_channels: 3,
             out_channels: 3,
-            down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-            up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+            down_block_types: vec![VaeDownBlockType::DownEncoderBlock2D; 4],
+            up_block_types: vec![VaeUpBlockType::UpDecoderBlock2D; 4],
             block_out_channels: vec![128, 256, 512, 512],
             layers_per_block: 2,
             latent_channels: 4,
@@ -68,7 +68,7 @@ impl Default for VaeConfig {
             use_quant_conv: true,
             use_post_quant_conv: true,
             mid_block_add_attention: true,
-            act_fn: "silu".into(),
+            act_fn: Activation::Silu,
             sample_size: 512,
         }
     }
@@ -110,27 +110,11 @@ impl VaeConfig {
                 "down_block_types and up_block_types must have one entry per block_out_channels ({n})"
             );
         }
-        if let Some(t) = self
-            .down_block_types
-            .iter()
-            .find(|t| *t != "DownEncoderBlock2D")
-        {
-            bail!(
-                "unknown down block type `{t}` in down_block_types (supported: DownEncoderBlock2D)"
-            );
-        }
-        if let Some(t) = self
-            .up_block_types
-            .iter()
-            .find(|t| *t != "UpDecoderBlock2D")
-        {
-            bail!("unknown up block type `{t}` in up_block_types (supported: UpDecoderBlock2D)");
-        }
         if self.shift_factor.is_some() {
             bail!("unsupported config: shift_factor must be null");
         }
-        if !self.mid_block_add_attention || self.act_fn != "silu" {
-            bail!("unsupported config: mid_block_add_attention must be true and act_fn \"silu\"");
+        if !self.mid_block_add_attention {
+            bail!("unsupported config: mid_block_add_attention must be true");
         }
         if let Some(c) = self
             .block_out_channels

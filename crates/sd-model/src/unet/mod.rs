@@ -19,7 +19,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OneOrMany, read_config};
+use crate::config::{Activation, DownBlockType, MidBlockType, OneOrMany, UpBlockType, read_config};
 use crate::nn::{conv2d, group_norm};
 
 /// The fields of diffusers' `UNet2DConditionModel` config that SD 1.x uses; other values of the
@@ -32,11 +32,11 @@ pub struct UNetConfig {
     /// Latent channels out (default 4).
     pub out_channels: usize,
     /// Per level: `CrossAttnDownBlock2D` or `DownBlock2D`.
-    pub down_block_types: Vec<String>,
+    pub down_block_types: Vec<DownBlockType>,
     /// Per level, deepest first: `UpBlock2D` or `CrossAttnUpBlock2D`.
-    pub up_block_types: Vec<String>,
+    pub up_block_types: Vec<UpBlockType>,
     /// `UNetMidBlock2DCrossAttn` (default).
-    pub mid_block_type: Option<String>,
+    pub mid_block_type: Option<MidBlockType>,
     /// Channels per level (SD 1.5: 320, 640, 1280, 1280).
     pub block_out_channels: Vec<usize>,
     /// Resnets per down block (default 2; up blocks have one more).
@@ -63,8 +63,8 @@ pub struct UNetConfig {
     pub downsample_padding: usize,
     /// Must be 1 (default).
     pub mid_block_scale_factor: f64,
-    /// Must be "silu" (default).
-    pub act_fn: String,
+    /// SiLU (default; the only one SD 1.x uses).
+    pub act_fn: Activation,
     /// Must be "positional" (default).
     pub time_embedding_type: String,
     /// Must be "default" (default).
@@ -91,18 +91,18 @@ impl Default for UNetConfig {
             in_channels: 4,
             out_channels: 4,
             down_block_types: vec![
-                "CrossAttnDownBlock2D".into(),
-                "CrossAttnDownBlock2D".into(),
-                "CrossAttnDownBlock2D".into(),
-                "DownBlock2D".into(),
+                DownBlockType::CrossAttnDownBlock2D,
+                DownBlockType::CrossAttnDownBlock2D,
+                DownBlockType::CrossAttnDownBlock2D,
+                DownBlockType::DownBlock2D,
             ],
             up_block_types: vec![
-                "UpBlock2D".into(),
-                "CrossAttnUpBlock2D".into(),
-                "CrossAttnUpBlock2D".into(),
-                "CrossAttnUpBlock2D".into(),
+                UpBlockType::UpBlock2D,
+                UpBlockType::CrossAttnUpBlock2D,
+                UpBlockType::CrossAttnUpBlock2D,
+                UpBlockType::CrossAttnUpBlock2D,
             ],
-            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+            mid_block_type: Some(MidBlockType::UNetMidBlock2DCrossAttn),
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: OneOrMany::One(2),
             transformer_layers_per_block: OneOrMany::One(1),
@@ -116,7 +116,7 @@ impl Default for UNetConfig {
             center_input_sample: false,
             downsample_padding: 1,
             mid_block_scale_factor: 1.0,
-            act_fn: "silu".into(),
+            act_fn: Activation::Silu,
             time_embedding_type: "positional".into(),
             resnet_time_scale_shift: "default".into(),
             class_embed_type: None,
@@ -174,26 +174,7 @@ impl UNetConfig {
                 self.up_block_types.len()
             );
         }
-        for t in &self.down_block_types {
-            if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
-                bail!(
-                    "unknown down block type `{t}` in down_block_types (supported: CrossAttnDownBlock2D, DownBlock2D)"
-                );
-            }
-        }
-        for t in &self.up_block_types {
-            if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
-                bail!(
-                    "unknown up block type `{t}` in up_block_types (supported: CrossAttnUpBlock2D, UpBlock2D)"
-                );
-            }
-        }
-        match self.mid_block_type.as_deref() {
-            None | Some("UNetMidBlock2DCrossAttn") => {}
-            Some(t) => bail!("unknown mid_block_type `{t}` (supported: UNetMidBlock2DCrossAttn)"),
-        }
-        let checks: [(&str, bool); 9] = [
-            ("act_fn must be \"silu\"", self.act_fn == "silu"),
+        let checks: [(&str, bool); 8] = [
             (
                 "time_embedding_type must be \"positional\"",
                 self.time_embedding_type == "positional",
@@ -277,7 +258,8 @@ impl UNetConfig {
         let down_blocks = (0..n)
             .map(|i| {
                 let input = if i == 0 { ch[0] } else { ch[i - 1] };
-                let a = (self.down_block_types[i] == "CrossAttnDownBlock2D").then(|| attn(i));
+                let a = (self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D)
+                    .then(|| attn(i));
                 DownBlock::new(
                     input,
                     ch[i],
@@ -301,7 +283,8 @@ impl UNetConfig {
                 let out = ch[r];
                 let prev = if i == 0 { ch[n - 1] } else { ch[r + 1] };
                 let input = ch[r.saturating_sub(1)];
-                let a = (self.up_block_types[i] == "CrossAttnUpBlock2D").then(|| attn(r));
+                let a =
+                    (self.up_block_types[i] == UpBlockType::CrossAttnUpBlock2D).then(|| attn(r));
                 UpBlock::new(
                     input,
                     out,
