@@ -68,9 +68,17 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
             .with_context(|| format!("{} is corrupt", marker.display()))?;
         let old = previous["hash"].as_str().unwrap_or("");
         if old != hash {
+            let now = serde_json::to_value(config)?;
+            let mut diffs = Vec::new();
+            config_diff("", &previous["config"], &now, &mut diffs);
             bail!(
-                "{} holds another configuration's run (config hash {old}, this config {hash}); choose another output folder",
-                dir.display()
+                "{} holds another configuration's run (config hash {old}, this config {hash}; differing fields: {}); choose another output folder",
+                dir.display(),
+                if diffs.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    diffs.join(", ")
+                }
             );
         }
         if !resume {
@@ -91,6 +99,37 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::json!({ "hash": hash, "config": config });
     lora_group::io::write_atomic(&marker, serde_json::to_string_pretty(&json)?.as_bytes())
+}
+
+/// The fields (dotted paths, `tasks[1].lr`) whose values differ between two configurations, with
+/// both values.
+fn config_diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                config_diff(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                config_diff(&format!("{path}[{i}]"), u, v, out);
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} in the folder, {b} now")),
+        _ => {}
+    }
 }
 
 /// Trains the configured task sequence; with `resume`, continues the run in `config.output`.
@@ -258,8 +297,24 @@ pub fn run<B: AutodiffBackend>(
         let dir = task_dir(&run_dir, k, &task.name);
         std::fs::create_dir_all(&dir)?;
         let ckpt_path = dir.join("checkpoint.safetensors");
+        let total = task.epochs * task.steps_per_epoch;
         let saved = if opts.resume && ckpt_path.is_file() {
-            Some(checkpoint::load::<B::InnerBackend>(&ckpt_path, device)?)
+            let c = checkpoint::load::<B::InnerBackend>(&ckpt_path, device)?;
+            if c.state.config_hash != hash {
+                bail!(
+                    "{} was written by another configuration (hash {}, this config {hash})",
+                    ckpt_path.display(),
+                    c.state.config_hash
+                );
+            }
+            if c.state.step > total {
+                bail!(
+                    "{} is at step {}, beyond the task's {total} steps",
+                    ckpt_path.display(),
+                    c.state.step
+                );
+            }
+            Some(c)
         } else {
             None
         };
@@ -316,7 +371,6 @@ pub fn run<B: AutodiffBackend>(
             scheduler: &scheduler,
             eta: s.eta,
         };
-        let total = task.epochs * task.steps_per_epoch;
         let bar = progress_bar(
             total,
             trainer.steps_done(),

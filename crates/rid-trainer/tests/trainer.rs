@@ -411,6 +411,8 @@ fn a_non_finite_reward_stops_the_run_naming_task_step_and_term_and_keeps_the_che
             .unwrap()
     );
     assert!(err.contains("another configuration's run"), "{err}");
+    // The message says what differs, with both values.
+    assert!(err.contains("seed: 0 in the folder, 9 now"), "{err}");
     assert_eq!(c.method.kind, Method::Rid);
     std::fs::remove_dir_all(&c.output).unwrap();
 }
@@ -451,4 +453,91 @@ fn the_joint_reward_is_the_weighted_sum_of_its_parts() {
             "{joint:?} vs {expected}"
         );
     }
+}
+
+#[test]
+fn a_checkpoint_resumes_only_into_the_same_task_and_shapes() {
+    let s = setup();
+    let settings = rid_trainer::TaskSettings {
+        objective: Objective::Rid { lambda: 0.1 },
+        lr: 1e-3,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        ema_momentum: 0.9,
+    };
+    let lora = |rank| rid_trainer::LoraInit {
+        rank,
+        alpha: rank as f64,
+        rng: NoiseRng::new(7),
+    };
+    let vae = s.sd.vae.clone().no_grad();
+    let reward = rewards::jpeg::Compressibility::default();
+    let frozen = Frozen {
+        vae: &vae,
+        reward: &reward,
+        scheduler: &s.scheduler,
+        eta: 0.0,
+    };
+    let batch = || MicroBatch {
+        cond: Conditioning {
+            context: s.context.clone(),
+            scale: 7.5,
+        },
+        z_n: s.z_n.clone(),
+        prompts: vec!["a red apple".into()],
+        noise_seed: 0,
+    };
+    let mut t = rid_trainer::Trainer::<AD>::new(s.sd.unet.clone(), lora(4), settings).unwrap();
+    let rec = t.step(&frozen, vec![batch()], false).unwrap();
+    assert_eq!((rec.step, t.steps_done()), (0, 1));
+    let ckpt = t.to_checkpoint(false, "h");
+    // The same task and rank: the state comes back exactly, and the next step is step 1.
+    let mut back =
+        rid_trainer::Trainer::<AD>::from_checkpoint(s.sd.unet.clone(), lora(4), settings, ckpt)
+            .unwrap();
+    assert_eq!(back.steps_done(), 1);
+    let again = back.to_checkpoint(false, "h");
+    let first = t.to_checkpoint(false, "h");
+    for (name, v) in &first.tensors {
+        assert_eq!(
+            v.clone().into_data().to_vec::<f32>().unwrap(),
+            again.tensors[name]
+                .clone()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(back.step(&frozen, vec![batch()], false).unwrap().step, 1);
+    // A rank-8 run cannot take a rank-4 checkpoint: the error names the tensor and both shapes.
+    let err = rid_trainer::Trainer::<AD>::from_checkpoint(
+        s.sd.unet.clone(),
+        lora(8),
+        settings,
+        t.to_checkpoint(false, "h"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("lora_A has shape [4, ") && err.contains("the model's pair has [8, "),
+        "{err}"
+    );
+    // Nor can task 0's checkpoint resume task 1.
+    let mut two = s.sd.unet.clone().no_grad();
+    push_task(&mut two, &Targets::default(), 4, 4.0).unwrap();
+    let err = rid_trainer::Trainer::<AD>::from_checkpoint(
+        two,
+        lora(4),
+        settings,
+        t.to_checkpoint(false, "h"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("the checkpoint is of task 0, expected task 1"),
+        "{err}"
+    );
 }
