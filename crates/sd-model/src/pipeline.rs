@@ -205,8 +205,15 @@ impl<B: Backend> SampleRequest<B> {
                 self.width
             );
         }
-        if !self.guidance.is_finite() || !self.eta.is_finite() || self.eta < 0.0 {
-            bail!("guidance must be finite and eta finite and ≥ 0");
+        if !self.guidance.is_finite() {
+            bail!("guidance must be finite, got {}", self.guidance);
+        }
+        if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
+            // DDIM's sigma grows past the step's own noise level beyond 1: NaN latents.
+            bail!("eta must be in [0, 1], got {}", self.eta);
+        }
+        if self.steps == 0 {
+            bail!("steps must be ≥ 1");
         }
         if let InitLatents::Given(l) = &self.latents {
             let expected = [self.prompts.len(), 4, self.height / 8, self.width / 8];
@@ -282,6 +289,17 @@ pub fn to_rgb8<B: Backend>(images: Tensor<B, 4>) -> Result<Vec<image::RgbImage>>
         .convert::<f32>()
         .into_vec()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        let per_image = 3 * h * w;
+        bail!(
+            "image {} has a non-finite pixel value ({}) at channel {}, row {}, column {}: the model produced NaN or infinity, nothing is written",
+            i / per_image,
+            data[i],
+            i % per_image / (h * w),
+            i % (h * w) / w,
+            i % w
+        );
+    }
     let mut out = Vec::with_capacity(b);
     for i in 0..b {
         let mut img = image::RgbImage::new(w as u32, h as u32);

@@ -373,3 +373,51 @@ fn empty_and_over_long_prompts_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn sampling_parameters_outside_their_range_are_refused_before_any_work() {
+    let device = Default::default();
+    let sd = StableDiffusion::<B>::load(&fixture("tiny-sd"), &device).unwrap();
+    let request = |eta: f64, guidance: f64, steps: usize| SampleRequest::<B> {
+        prompts: vec!["a cat".into()],
+        negative_prompts: vec![],
+        height: 64,
+        width: 64,
+        steps,
+        guidance,
+        eta,
+        noise_seed: 0,
+        latents: InitLatents::Seed(0),
+    };
+    // eta > 1 makes DDIM's sigma exceed the step's noise level (NaN latents, black images).
+    for (req, expected) in [
+        (request(1.5, 7.5, 2), "eta must be in [0, 1], got 1.5"),
+        (request(-0.1, 7.5, 2), "eta must be in [0, 1], got -0.1"),
+        (request(0.0, f64::NAN, 2), "guidance must be finite"),
+        (request(0.0, 7.5, 0), "steps must be ≥ 1"),
+    ] {
+        let err = sd
+            .sample(&req, &device, |_, _| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn non_finite_pixels_are_refused_not_written_black() {
+    // NaN would become 0 in the 8-bit conversion: a black image and exit 0.
+    let mut values = vec![0.5f32; 2 * 3 * 4 * 4];
+    values[3 * 16 + 16 + 4 + 2] = f32::NAN; // image 1, channel 1, row 1, column 2
+    let images =
+        Tensor::<B, 4>::from_data(TensorData::new(values, [2, 3, 4, 4]), &Default::default());
+    let err = sd_model::pipeline::to_rgb8(images)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("image 1 has a non-finite pixel value (NaN) at channel 1, row 1, column 2"),
+        "{err}"
+    );
+}
