@@ -6,8 +6,8 @@ safetensors writer, same `randomise`, CPU, float32, one thread):
   /tmp/parity-venv/bin/python tools/parity/make_reward_fixtures.py
 
 Everything goes to crates/rewards/tests/fixtures/ (about 2.8 MB, 2.36 MB of it weights; the real LAION aesthetic MLP is read
-from $SD_WEIGHTS_DIR/sac+logos+ava1-l14-linearMSE.pth, default /work/shared/data/weights, and never
-copied into the repository):
+from $SD_WEIGHTS_DIR/sac+logos+ava1-l14-linearMSE.pth, default data/weights of this repository, where
+it is committed; see data/README.md):
 
   clip-vision-tiny/            tiny transformers CLIPVisionModelWithProjection (hidden 32, 2 layers,
                                4 heads, intermediate 37, image 224, patch 32, projection_dim 768,
@@ -108,7 +108,7 @@ from torchvision import transforms as T  # noqa: E402
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection  # noqa: E402
 
 FIX = mf.REPO_ROOT / "crates" / "rewards" / "tests" / "fixtures"
-WEIGHTS_DIR = Path(os.environ.get("SD_WEIGHTS_DIR", "/work/shared/data/weights"))
+WEIGHTS_DIR = Path(os.environ.get("SD_WEIGHTS_DIR", mf.REPO_ROOT / "data" / "weights"))
 AESTHETIC_MLP = WEIGHTS_DIR / "sac+logos+ava1-l14-linearMSE.pth"
 
 EXPECTED = {"kornia": "0.9.0", "torchvision": "0.29.2", "open_clip": "3.3.0"}
@@ -811,7 +811,7 @@ def list_keys(path):
 
 def compare_with_manifest(keys, manifest, n_layers):
     """The tiny key set == the real key set restricted to the first n_layers layers."""
-    path = Path(os.environ.get("SD_MANIFESTS_DIR", "/work/shared/data/manifests")) / manifest
+    path = Path(os.environ.get("SD_MANIFESTS_DIR", mf.REPO_ROOT / "data" / "manifests")) / manifest
     if not path.exists():
         print(f"   ({path} not found: manifest comparison skipped)")
         return
