@@ -81,7 +81,7 @@ fn aesthetic_scores_equal_the_library() {
     let dir = scratch("aesthetic");
     let imgs = images(&dir);
     let clip = root().join("crates/rewards/tests/fixtures/clip-vision-tiny");
-    let mlp = root().join("../shared/data/weights/sac+logos+ava1-l14-linearMSE.pth");
+    let mlp = root().join("data/weights/sac+logos+ava1-l14-linearMSE.pth");
     let (ok, stdout, stderr) = ril(&[
         "score",
         "--reward",

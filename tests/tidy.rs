@@ -1,6 +1,6 @@
 //! Tidy checks as ordinary tests: every Rust module starts with a `//!` line saying what it is,
 //! no source file grows past ~900 lines, and crate dependencies follow the declared direction
-//! (../shared/DESIGN.md).
+//! (the table in `crate_dependencies_follow_the_declared_direction`).
 
 use std::path::{Path, PathBuf};
 

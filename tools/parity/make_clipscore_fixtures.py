@@ -21,7 +21,8 @@ their top-level definitions (make_fixtures: `_DTYPES`, `save`, `describe`; make_
 (`_house` below), so the writer and the generator stay single-sourced. The writer's dtype table
 gets one extra entry here, torch.uint8 -> "U8" (safetensors' name; the house table has no uint8).
 
-Output: crates/ril-metrics/tests/fixtures/clipscore.safetensors (about 0.5 MB). The float32
+Output: crates/ril-metrics/tests/fixtures/clipscore.safetensors (about 0.5 MB) and
+clipscore_crop.safetensors (an odd crop margin, below; about 10 kB). The float32
 pixel_values are kept at every 8th row and column (`pixel_values*_sub8`): the bit-level check of
 the PIL path is `resized_u8` / `resized_big_u8`, stored whole, from which pixel_values follow by
 crop, /255 and normalisation. Nothing else is written (the tiny model / processor live in memory only).
@@ -102,6 +103,12 @@ Tensors of clipscore.safetensors (float32 unless marked):
                                      mod 3]) = 81.8 (text-vs-text mode; unclamped mean path)
 Metadata: captions, captions_big (JSON lists), generated (generator specs; kind "uniform01_u8"),
 resize / crop sizes and offsets, versions, the reduction, and notes with the numbers.
+
+Tensors of clipscore_crop.safetensors: images_odd_u8 u8 [1,3,73,64] G uniform01 seed 703 (same
+mapping, NOT stored; _head, _stats), resized by the processor to 255x224, a crop margin of 31:
+CLIPImageProcessor's center_crop takes top = 31 // 2 = 15, where torchvision's CenterCrop would
+take int(round(15.5)) = 16 (half to even); pixel_values_odd_sub8 [1,3,28,28]; scores_odd [1] for
+captions_odd (metadata). notes: how far the half-to-even crop would be off.
 
 Deterministic: rerunning rewrites clipscore.safetensors byte-identically.
 """
@@ -185,11 +192,13 @@ rf = types.SimpleNamespace(**_house(
 
 FIX = REPO_ROOT / "crates" / "ril-metrics" / "tests" / "fixtures"
 OUT = FIX / "clipscore.safetensors"
+OUT_ODD = FIX / "clipscore_crop.safetensors"
 CLIP_FULL = REPO_ROOT / "crates" / "rewards" / "tests" / "fixtures" / "clip-full-tiny.safetensors"
 TOKENIZER_DIR = REPO_ROOT / "crates" / "sd-model" / "tests" / "fixtures" / "tiny-sd" / "tokenizer"
 
 CAPTIONS = ["a red apple on a table", "a dog", "a photo of a small house near a lake"]
 CAPTIONS_BIG = ["a cat", "snowy mountains at sunrise"]
+CAPTIONS_ODD = ["a tall narrow window"]
 
 # openai/clip-vit-large-patch14 preprocessor_config.json
 PREPROCESSOR_CONFIG = dict(
@@ -326,6 +335,55 @@ def reference_set(b, model, processor, images, captions, sfx):
             "mean": float(scores.mean()), "clip_score": float(value)}
 
 
+def odd_margin_set(model, processor):
+    """One image whose resized size leaves an odd crop margin 2k + 1 with k odd (73x64 -> 255x224,
+    margin 31), where CLIPImageProcessor's `(H' - 224) // 2` (top 15) and torchvision's
+    half-to-even `int(round(31 / 2.0))` (top 16) differ: pins which one the processor takes."""
+    b = rf.Bundle()
+    images = gen_u8(b, "images_odd_u8", 703, (1, 3, 73, 64), store=False)
+    pimg = processor(images=[i.cpu() for i in images], return_tensors="pt", padding=True)
+    ptxt = processor(text=CAPTIONS_ODD, return_tensors="pt", padding=True)
+    pv = pimg["pixel_values"]
+    r, x, (h2, w2, top, left) = pil_chain(images[0])
+    assert (h2, w2, top, left) == (255, 224, 15, 0), (h2, w2, top, left)
+    assert torch.equal(x, pv[0]), "pixel_values_odd differs from the PIL re-derivation (rounding down)"
+    even = int(round((h2 - 224) / 2.0))
+    assert even == 16
+    mean = np.array(PREPROCESSOR_CONFIG["image_mean"], dtype=np.float32)[:, None, None]
+    std = np.array(PREPROCESSOR_CONFIG["image_std"], dtype=np.float32)[:, None, None]
+    x_even = ((r[:, even:even + 224, :].numpy().astype(np.float64) * 0.00392156862745098).astype(np.float32) - mean) / std
+    diff_even = float(np.abs(x_even - pv[0].numpy()).max())
+    assert diff_even > 0.1, diff_even  # the half-to-even crop is another image
+    with torch.no_grad():
+        ie = model.get_image_features(pv)
+        te = model.get_text_features(ptxt["input_ids"], ptxt["attention_mask"])
+        ie_even = model.get_image_features(torch.from_numpy(x_even)[None])
+    ie, te = ie / ie.norm(p=2, dim=-1, keepdim=True), te / te.norm(p=2, dim=-1, keepdim=True)
+    ie_even = ie_even / ie_even.norm(p=2, dim=-1, keepdim=True)
+    scores = 100 * (ie * te).sum(axis=-1)
+    scores_even = 100 * (ie_even * te).sum(axis=-1)
+    metric = CLIPScore(model_name_or_path=lambda: (model, processor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metric.update(images, CAPTIONS_ODD)
+        assert torch.allclose(metric.score, scores.sum(), rtol=0, atol=1e-4), (metric.score, scores.sum())
+    b.add("pixel_values_odd_sub8", pv[:, :, ::8, ::8].contiguous())
+    b.add("scores_odd", scores)
+    notes = {"max_abs_diff_pixels_half_to_even_crop": diff_even,
+             "score_half_to_even_crop_minus_reference": float((scores_even - scores).abs().max())}
+    b.meta["captions_odd"] = json.dumps(CAPTIONS_ODD)
+    b.meta["geometry"] = json.dumps({"input_hw": [73, 64], "resized_hw": [h2, w2], "crop_top_left": [top, left],
+                                     "crop_top_left_half_to_even": [even, 0]}, sort_keys=True)
+    b.meta["crop"] = ("transformers 4.57.6 image_transforms.center_crop: top = (H' - 224) // 2, left = "
+                      "(W' - 224) // 2 (rounds down; torchvision's CenterCrop rounds half to even)")
+    b.meta["preprocessor_config"] = json.dumps(PREPROCESSOR_CONFIG, sort_keys=True)
+    b.meta["notes"] = json.dumps(notes, sort_keys=True)
+    b.save(OUT_ODD)
+    os.chmod(OUT_ODD, 0o644)
+    print(f"odd margin: top {top} (half to even: {even}); scores_odd {scores.tolist()}; notes {notes}")
+    print(f"{OUT_ODD.relative_to(REPO_ROOT)}: {OUT_ODD.stat().st_size} bytes")
+
+
 def main():
     got = check_versions()
     rf._check_generator()
@@ -375,6 +433,7 @@ def main():
     print(f"scores {small['scores']} mean {small['mean']} clip_score {small['clip_score']}")
     print(f"scores_big {big['scores']} mean {big['mean']} clip_score_big {big['clip_score']}")
     print(f"{OUT.relative_to(REPO_ROOT)}: {OUT.stat().st_size} bytes")
+    odd_margin_set(model, processor)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ How to rerun (from the repository root; CPU only, no network access to the HF hu
   /tmp/parity-venv/bin/python tools/parity/make_lora_fixtures.py     # only lora/ (needs tiny-sd/ and
                                                                      # reference/ to exist)
 
-The HPD prompt files are read from $SD_PROMPTS_DIR (default /work/shared/data/prompts); they are
-never copied into the repository. The script is deterministic (fixed torch.manual_seed before
+The HPD prompt files are read from $SD_PROMPTS_DIR (default data/prompts of this repository; see
+data/README.md). The script is deterministic (fixed torch.manual_seed before
 every random draw, CPU, float32, one thread, safetensors written with a sorted header) and
 regenerates every file byte-identically on the same platform; it takes well under a minute.
 """
@@ -103,7 +103,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "crates" / "sd-model" / "tests" / "fixtures"
-PROMPTS_DIR = Path(os.environ.get("SD_PROMPTS_DIR", "/work/shared/data/prompts"))
+PROMPTS_DIR = Path(os.environ.get("SD_PROMPTS_DIR", REPO_ROOT / "data" / "prompts"))
 PROMPT_FILES = ["hpd_photo_train.txt", "hpd_photo_eval.txt"]
 
 EXPECTED_VERSIONS = {

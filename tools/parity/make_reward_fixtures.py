@@ -6,8 +6,8 @@ safetensors writer, same `randomise`, CPU, float32, one thread):
   /tmp/parity-venv/bin/python tools/parity/make_reward_fixtures.py
 
 Everything goes to crates/rewards/tests/fixtures/ (about 2.8 MB, 2.36 MB of it weights; the real LAION aesthetic MLP is read
-from $SD_WEIGHTS_DIR/sac+logos+ava1-l14-linearMSE.pth, default /work/shared/data/weights, and never
-copied into the repository):
+from $SD_WEIGHTS_DIR/sac+logos+ava1-l14-linearMSE.pth, default data/weights of this repository, where
+it is committed; see data/README.md):
 
   clip-vision-tiny/            tiny transformers CLIPVisionModelWithProjection (hidden 32, 2 layers,
                                4 heads, intermediate 37, image 224, patch 32, projection_dim 768,
@@ -27,6 +27,8 @@ copied into the repository):
   clip_vision.safetensors      tiny CLIP image (and text) embeddings, input gradient.
   aesthetic.safetensors        AlignProp's aesthetic_loss_fn end to end (tiny CLIP + the real MLP), and
                                the real MLP alone (float32 and float64).
+  crop.safetensors             the same on non-square images with torchvision's CenterCrop(224) after
+                               the resize, each with an odd crop margin (Python's half-to-even round).
   openclip.safetensors         tiny open_clip encode_image / encode_text / HPSv2 score, input gradient.
   jpeg.safetensors             kornia 0.9.0 jpeg_codec_differentiable and the compressibility reward.
 
@@ -66,6 +68,9 @@ _rows, _cols, _stats)):
   aesthetic.safetensors  images G uniform_sym(a=1.1) [2,3,64,64]; scores [2]; embed, embed_normed
                          [2,768]; grad_images S (of scores.sum()); embedding [3,768] (L2-normalised
                          G normal, stored); mlp_scores [3]; mlp_scores_f64 f64 [3].
+  crop.safetensors       images_wide G uniform_sym(a=1.1) [1,3,384,640] (resized 224x373, left 74);
+                         images_tall G uniform_sym(a=1.1) [1,3,73,64] (resized 255x224, top 16);
+                         pixel_values_X S [1,3,224,224]; scores_X [1]; grad_images_X S.
   openclip.safetensors   pixel_values G normal [2,3,224,224]; text i64 [2,77]; image_features,
                          text_features, image_embeds_raw, text_embeds_raw [2,16]; hps [2];
                          grad_pixel_values S (of hps.sum()).
@@ -108,7 +113,7 @@ from torchvision import transforms as T  # noqa: E402
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection  # noqa: E402
 
 FIX = mf.REPO_ROOT / "crates" / "rewards" / "tests" / "fixtures"
-WEIGHTS_DIR = Path(os.environ.get("SD_WEIGHTS_DIR", "/work/shared/data/weights"))
+WEIGHTS_DIR = Path(os.environ.get("SD_WEIGHTS_DIR", mf.REPO_ROOT / "data" / "weights"))
 AESTHETIC_MLP = WEIGHTS_DIR / "sac+logos+ava1-l14-linearMSE.pth"
 
 EXPECTED = {"kornia": "0.9.0", "torchvision": "0.29.2", "open_clip": "3.3.0"}
@@ -533,6 +538,87 @@ def ref_aesthetic(full):
 
 
 # --------------------------------------------------------------------------------------------
+# 3b. Non-square images: Resize(224) then CenterCrop(224), with an odd crop margin
+# --------------------------------------------------------------------------------------------
+def _crop_offsets(h, w, n=224):
+    """(top, left) of torchvision's F.center_crop: int(round((size - n) / 2.0)), Python's round
+    (half to even); and the two other roundings of an odd margin: half away from zero (a plain
+    `f64::round`) and down (transformers' `(size - n) // 2`)."""
+    even = (int(round((h - n) / 2.0)), int(round((w - n) / 2.0)))
+    away = (int(math.floor((h - n) / 2.0 + 0.5)), int(math.floor((w - n) / 2.0 + 0.5)))
+    down = ((h - n) // 2, (w - n) // 2)
+    return even, away, down
+
+
+def ref_crop(full):
+    """The aesthetic reward of non-square images, cropped as torchvision's CenterCrop does. Both
+    cases have an odd margin 2k + 1 after the resize: k even in "wide" (half to even gives k, half
+    away from zero k + 1), k odd in "tall" (half to even gives k + 1, rounding down k), so together
+    they tell half-to-even from both other roundings."""
+    mlp, _ = load_mlp()
+    resize, crop = T.Resize(224), T.CenterCrop(224)
+    normalize = T.Normalize(mean=CLIP_MEAN, std=CLIP_STD)
+
+    def pixels(x, offsets=None):
+        im = resize(((x / 2) + 0.5).clamp(0, 1))
+        if offsets is None:
+            im = crop(im)
+        else:
+            im = im[..., offsets[0] : offsets[0] + 224, offsets[1] : offsets[1] + 224]
+        return normalize(im).to(x.dtype)
+
+    def score(px):
+        embed = full.get_image_features(pixel_values=px).pooler_output
+        return mlp(embed / torch.linalg.vector_norm(embed, dim=-1, keepdim=True)).squeeze(1)
+
+    b = Bundle()
+    notes, offsets = {}, {}
+    cases = [
+        # name, shape, seed, resized size, pixel subsample step, input-gradient subsample step
+        ("wide", (1, 3, 384, 640), 320, [224, 373], 11, 16),  # margin 149: left 74 (away: 75)
+        ("tall", (1, 3, 73, 64), 321, [255, 224], 11, 3),  # margin 31: top 16 (down: 15)
+    ]
+    told_apart = set()
+    for name, shape, seed, resized, step_px, step_grad in cases:
+        images = b.generated_input(f"images_{name}", "uniform_sym", seed, shape, a=1.1)
+        assert list(resize(images).shape[-2:]) == resized, name
+        even, away, down = _crop_offsets(*resized)
+        told_apart |= {k for k, o in (("away", away), ("down", down)) if o != even}
+        offsets[name] = {"resized": resized, "top_left": list(even), "top_left_half_away": list(away),
+                         "top_left_down": list(down)}
+        x = images.clone().requires_grad_(True)
+        px = pixels(x)
+        assert torch.equal(px.detach(), pixels(images, even)), name  # CenterCrop took `even`
+        s = score(px)
+        s.sum().backward()
+        b.big(f"pixel_values_{name}", px, step_px)
+        b.add(f"scores_{name}", s)
+        b.big(f"grad_images_{name}", x.grad, step_grad)
+        for other, o in (("half_away", away), ("down", down)):
+            if o != even:
+                with torch.no_grad():
+                    px_o = pixels(images, o)
+                    notes[f"max_abs_diff_score_{other}_{name}"] = float((score(px_o) - s).abs().max())
+                notes[f"max_abs_diff_pixels_{other}_{name}"] = float((px_o - px.detach()).abs().max())
+    assert told_apart == {"away", "down"}, told_apart
+    print(f"   crop: {notes}")
+    b.meta.update(
+        {
+            "pipeline": "im = ((images / 2) + 0.5).clamp(0, 1); im = Resize(224)(im) (bilinear, antialias=True); "
+            "im = CenterCrop(224)(im); pixel_values = Normalize(mean=%s, std=%s)(im); embed = "
+            "CLIPModel(clip-full-tiny).get_image_features(pixel_values).pooler_output; scores = "
+            "mlp(embed / ||embed||).squeeze(1) with the real LAION MLP (as aesthetic.safetensors, plus the crop)"
+            % (CLIP_MEAN, CLIP_STD),
+            "crop": "torchvision F.center_crop: top = int(round((h - 224) / 2.0)), left likewise (Python round, "
+            "half to even); offsets: " + json.dumps(offsets, sort_keys=True),
+            "grad_images": "d/d images_X of scores_X.sum() (plain sum)",
+            "notes": json.dumps(notes, sort_keys=True),
+        }
+    )
+    b.save(FIX / "crop.safetensors")
+
+
+# --------------------------------------------------------------------------------------------
 # 4. open_clip (HPSv2 family)
 # --------------------------------------------------------------------------------------------
 def make_openclip():
@@ -811,7 +897,7 @@ def list_keys(path):
 
 def compare_with_manifest(keys, manifest, n_layers):
     """The tiny key set == the real key set restricted to the first n_layers layers."""
-    path = Path(os.environ.get("SD_MANIFESTS_DIR", "/work/shared/data/manifests")) / manifest
+    path = Path(os.environ.get("SD_MANIFESTS_DIR", mf.REPO_ROOT / "data" / "manifests")) / manifest
     if not path.exists():
         print(f"   ({path} not found: manifest comparison skipped)")
         return
@@ -840,6 +926,7 @@ def main():
     vision, full = load_clip(cfg)
     ref_clip_vision(vision, full)
     ref_aesthetic(full)
+    ref_crop(full)
 
     make_openclip()
     ref_openclip(load_openclip())

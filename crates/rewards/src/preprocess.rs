@@ -78,11 +78,13 @@ pub fn shorter_side_size(h: usize, w: usize, n: usize) -> [usize; 2] {
     }
 }
 
-/// torchvision's `CenterCrop(n)` for an image at least `n` on each side.
+/// torchvision's `CenterCrop(n)` for an image at least `n` on each side: offsets
+/// `int(round((size - n) / 2.0))` with Python's `round`, half to even (a margin of 149 starts at
+/// 74, not 75).
 pub fn center_crop<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
-    let top = ((h - n) as f64 / 2.0).round() as usize;
-    let left = ((w - n) as f64 / 2.0).round() as usize;
+    let top = ((h - n) as f64 / 2.0).round_ties_even() as usize;
+    let left = ((w - n) as f64 / 2.0).round_ties_even() as usize;
     x.narrow(2, top, n).narrow(3, left, n)
 }
 

@@ -1,5 +1,5 @@
 //! The reward models' presets match the real checkpoints' key sets and shapes
-//! (../shared/data/manifests), and bad inputs fail with clear errors: a pickle that calls
+//! (data/manifests), and bad inputs fail with clear errors: a pickle that calls
 //! anything but tensor rebuilding, weights of another architecture, folders that hold no images
 //! or images of mixed sizes, and fewer prompts than images.
 
@@ -20,9 +20,11 @@ use sd_model::load::expected_params;
 
 fn manifest(name: &str) -> BTreeMap<String, Vec<usize>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/manifests")
+        .join("../../data/manifests")
         .join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not a key -> shape map: {e}", path.display()))
 }
 
 fn assert_same(

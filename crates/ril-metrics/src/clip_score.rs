@@ -141,7 +141,8 @@ fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 
 /// CLIPImageProcessor on 8-bit images: the shorter side resized to `n` (the longer to
 /// `int(n · long / short)`) with Pillow's bicubic, a centre crop of `n` (offsets
-/// `(size − n) / 2` rounded down), /255, CLIP mean/std → [N, 3, n, n].
+/// `(size − n) / 2` rounded down, as transformers' `center_crop`; torchvision's `CenterCrop`, used
+/// by the rewards, rounds half to even), /255, CLIP mean/std → [N, 3, n, n].
 pub fn pixel_values<B: Backend>(
     images: &[RgbImage],
     n: usize,

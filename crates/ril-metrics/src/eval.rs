@@ -139,10 +139,24 @@ pub fn evaluate<B: Backend>(
         let kind = match m {
             Metric::Aesthetic => RewardKind::Aesthetic,
             Metric::Hps => RewardKind::Hps,
-            Metric::ClipScore | Metric::Fid => {
-                result
-                    .skipped
-                    .insert(m, "not implemented in this version of ril".into());
+            // Computed below when their inputs are given; said here what is missing otherwise.
+            Metric::ClipScore => {
+                if spec.clip_model.is_none() {
+                    result.skipped.insert(
+                        m,
+                        "no CLIP model given (--clip-model DIR_OR_REPO, EvalSpec::clip_model)"
+                            .into(),
+                    );
+                }
+                continue;
+            }
+            Metric::Fid => {
+                if spec.fid.is_none() {
+                    result.skipped.insert(
+                        m,
+                        "no reference images given (--fid-reference DIR, EvalSpec::fid)".into(),
+                    );
+                }
                 continue;
             }
             _ => continue,

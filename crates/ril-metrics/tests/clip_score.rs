@@ -1,7 +1,8 @@
 //! CLIP score parity with torchmetrics 1.9.0 + transformers 4.57.6 (tools/parity/
 //! make_clipscore_fixtures.py) on the tiny full-CLIP checkpoint: Pillow's bicubic resize on 8-bit
 //! images (bit-exact), the processor's pixel values, the projected features, per-pair scores and
-//! the clamped mean, for an upscaled non-square set and a downscaled one.
+//! the clamped mean, for an upscaled non-square set and a downscaled one; and the processor's
+//! centre crop of an odd margin (rounded down, unlike torchvision's half to even).
 
 use std::path::{Path, PathBuf};
 
@@ -24,11 +25,14 @@ struct Fixture {
 
 impl Fixture {
     fn open() -> Self {
+        Self::named("clipscore")
+    }
+    fn named(name: &str) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(format!("{name}.safetensors"));
         Self {
-            raw: std::fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clipscore.safetensors"),
-            )
-            .unwrap(),
+            raw: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
         }
     }
     fn st(&self) -> safetensors::SafeTensors<'_> {
@@ -164,4 +168,39 @@ fn clip_score_matches_torchmetrics() {
             "clip_score{suffix}: {clip} vs {expected}"
         );
     }
+}
+
+#[test]
+fn odd_crop_margin_is_rounded_down_like_clip_image_processor() {
+    // 73x64 is resized to 255x224: a margin of 31, which CLIPImageProcessor crops at top 31 // 2 =
+    // 15; torchvision's half-to-even CenterCrop (the rewards' crop) would take 16, pixels off by
+    // up to 1.5 and the score by 4.8e-2 (the fixture's notes), far outside the tolerances below.
+    let f = Fixture::named("clipscore_crop");
+    let device = Default::default();
+    let data = ril_testkit::uniform_u8(703, 3 * 73 * 64);
+    let (_, head) = f.u8s("images_odd_u8_head");
+    assert_eq!(data[..16], head[..], "images_odd_u8: generator head");
+    let imgs = images(&[1, 3, 73, 64], &data);
+    let px = pixel_values::<B>(&imgs, 224, &device).unwrap();
+    let idx = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(
+            (0..224).step_by(8).map(|i| i as i64).collect::<Vec<_>>(),
+            [28],
+        ),
+        &device,
+    );
+    let sub = px.select(2, idx.clone()).select(3, idx);
+    // As the test above: the same 8-bit pixels, /255 and normalisation in f32.
+    ril_testkit::assert_close(
+        "pixel_values_odd",
+        &sub.into_data().to_vec::<f32>().unwrap(),
+        &f.f32s("pixel_values_odd_sub8"),
+        1e-5,
+        1e-6,
+    );
+    let (scores, _) = scorer()
+        .score(&imgs, &f.captions("captions_odd"), &device)
+        .unwrap();
+    // f32 towers in another summation order: 1e-4 relative, 1e-5 of the scale.
+    ril_testkit::assert_close("scores_odd", &scores, &f.f32s("scores_odd"), 1e-4, 1e-5);
 }

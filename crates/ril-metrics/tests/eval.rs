@@ -1,6 +1,6 @@
 //! The evaluation runner on the tiny pipeline: the same noise for every model and batch size,
-//! metrics that cannot be computed reported as skipped with their reason, results.json and the
-//! sample grid written, and target metrics equal to the rewards library on the same images.
+//! metrics that cannot be computed reported as skipped with the input they miss (and computed
+//! ones never), results.json and the sample grid written.
 
 use std::path::{Path, PathBuf};
 
@@ -79,8 +79,18 @@ fn results_do_not_depend_on_batching_and_skips_are_explained() {
             "{m:?}: {x} vs {y}"
         );
     }
-    assert!(ra.skipped[&Metric::Fid].contains("not implemented"));
-    assert!(ra.skipped.contains_key(&Metric::ClipScore));
+    // No FID reference and no CLIP model in the spec: skipped, naming the flag that gives them.
+    assert!(
+        ra.skipped[&Metric::Fid].contains("--fid-reference"),
+        "{:?}",
+        ra.skipped
+    );
+    assert!(
+        ra.skipped[&Metric::ClipScore].contains("--clip-model"),
+        "{:?}",
+        ra.skipped
+    );
+    assert!(!ra.values.contains_key(&Metric::Fid) && !ra.values.contains_key(&Metric::ClipScore));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["result"]["images"], 6);
@@ -115,8 +125,38 @@ fn eval_noise_is_the_same_for_every_model_and_distinct_per_image() {
     assert_ne!(n(0, 0), n(0, 1));
 }
 
+/// A transformers CLIPModel folder in `dir` built from the tiny fixtures: the full tiny CLIP
+/// weights (the rewards fixtures), the tiny tokenizer, and a config.json holding both towers'
+/// configs as CLIPModel's does.
+fn tiny_clip_model(dir: &Path) -> PathBuf {
+    let r = root();
+    let clip = dir.join("clip");
+    std::fs::create_dir_all(&clip).unwrap();
+    std::fs::copy(
+        r.join("crates/rewards/tests/fixtures/clip-full-tiny.safetensors"),
+        clip.join("model.safetensors"),
+    )
+    .unwrap();
+    let tokenizer = r.join("crates/sd-model/tests/fixtures/tiny-sd/tokenizer");
+    for f in std::fs::read_dir(&tokenizer).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, clip.join(f.file_name().unwrap())).unwrap();
+    }
+    let read = |rel: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(r.join(rel)).unwrap()).unwrap()
+    };
+    let config = serde_json::json!({
+        "architectures": ["CLIPModel"],
+        "projection_dim": 768,
+        "text_config": read("crates/sd-model/tests/fixtures/tiny-sd/text_encoder/config.json"),
+        "vision_config": read("crates/rewards/tests/fixtures/clip-vision-tiny/config.json"),
+    });
+    std::fs::write(clip.join("config.json"), config.to_string()).unwrap();
+    clip
+}
+
 #[test]
-fn fid_against_a_reference_folder_is_computed_when_asked() {
+fn fid_and_clip_score_are_computed_when_their_inputs_are_given() {
     let device = Default::default();
     let sd = StableDiffusion::<B>::load(
         &root().join("crates/sd-model/tests/fixtures/tiny-sd"),
@@ -134,12 +174,13 @@ fn fid_against_a_reference_folder_is_computed_when_asked() {
         .unwrap();
     }
     let mut s = spec(4);
-    s.metrics = vec![Metric::Fid, Metric::PngKb];
+    s.metrics = vec![Metric::Fid, Metric::ClipScore, Metric::PngKb];
     s.images_per_prompt = 1;
     s.fid = Some(ril_metrics::eval::FidSpec {
         reference: reference.clone(),
         weights: None,
     });
+    s.clip_model = Some(tiny_clip_model(&dir).display().to_string());
     let r = evaluate(
         &sd,
         &s,
@@ -148,8 +189,13 @@ fn fid_against_a_reference_folder_is_computed_when_asked() {
         &device,
     )
     .unwrap();
+    // A computed metric has a value and is never also listed as skipped.
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     let fid = r.values[&Metric::Fid];
     assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    // torchmetrics' CLIP score: 100·cos averaged, clamped at 0, so in [0, 100].
+    let clip = r.values[&Metric::ClipScore];
+    assert!((0.0..=100.0).contains(&clip), "{clip}");
     assert!(reference.join(".ril-fid-stats.safetensors").is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }

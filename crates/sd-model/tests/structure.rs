@@ -1,16 +1,16 @@
 //! The sd15 presets build modules whose parameter names and shapes are exactly those of the real
-//! SD 1.5 checkpoints (../shared/data/manifests), so a real download loads without being here.
+//! SD 1.5 checkpoints (data/manifests), so a real download loads without being here.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::{B, shared};
+use common::{B, data};
 use sd_model::load::expected_params;
 use sd_model::{ClipTextConfig, UNetConfig, VaeConfig};
 
 fn manifest(name: &str) -> BTreeMap<String, Vec<usize>> {
-    let path = shared(&format!("data/manifests/{name}"));
+    let path = data(&format!("manifests/{name}"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("manifest is a key -> shape map")
 }

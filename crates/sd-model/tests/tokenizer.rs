@@ -3,13 +3,13 @@
 
 mod common;
 
-use common::{fixture, reference, shared};
+use common::{data, fixture, reference};
 use sd_model::ClipTokenizer;
 
 fn prompts() -> Vec<String> {
     let mut out = Vec::new();
     for name in ["hpd_photo_train.txt", "hpd_photo_eval.txt"] {
-        let path = shared(&format!("data/prompts/{name}"));
+        let path = data(&format!("prompts/{name}"));
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         out.extend(

@@ -18,10 +18,10 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// The real LAION aesthetic MLP beside the checkout (../shared/data/weights).
+/// The real LAION aesthetic MLP, committed at data/weights (see data/README.md).
 pub fn mlp_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/weights/sac+logos+ava1-l14-linearMSE.pth")
+        .join("../../data/weights/sac+logos+ava1-l14-linearMSE.pth")
 }
 
 pub fn reference(name: &str) -> SafetensorsFile {

@@ -16,10 +16,10 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// `../shared/...` beside the repository checkout.
-pub fn shared(rel: &str) -> PathBuf {
+/// `data/...` at the repository root (manifests and prompts; see data/README.md).
+pub fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
+        .join("../../data")
         .join(rel)
 }
 
