@@ -188,6 +188,10 @@ fn hps_with_a_model_config_and_bad_inputs() {
         "--images",
         imgs.to_str().unwrap(),
     ]);
-    assert!(!ok && stderr.contains("--reward must be"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("--reward") && stderr.contains("'beauty'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("aesthetic, hps, compress"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
