@@ -1,5 +1,7 @@
-//! `ril score`: scores every image of a folder with a reward, in file-name order.
+//! `ril score`: scores every image of a folder with a reward, in file-name order; images of
+//! different sizes are batched by size.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -20,7 +22,8 @@ const REWARDS: [RewardKind; 3] = [RewardKind::Aesthetic, RewardKind::Hps, Reward
 /// Scores every image of a folder with a reward.
 ///
 /// Prints one line per image in file-name order, then the mean. aesthetic: AlignProp's differentiable LAION predictor (CLIP ViT-L/14 embedding + MLP); hps:
-/// HPSv2 (open_clip ViT-H-14 image-text cosine); compress: -mean((x - JPEG(x))^2).
+/// HPSv2 (open_clip ViT-H-14 image-text cosine); compress: -mean((x - JPEG(x))^2). Images may
+/// have different sizes (each size is scored in its own batches).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScoreArgs {
     /// The reward.
@@ -118,23 +121,7 @@ pub fn run<B: Backend>(a: &ScoreArgs, device: &B::Device) -> Result<()> {
         RewardKind::Compress => Box::new(Compressibility::new(a.quality)?),
         RewardKind::Joint => bail!("--reward joint: not a single reward (see `ril train`)"),
     };
-    const BATCH: usize = 8;
-    let mut scores = Vec::with_capacity(files.len());
-    for (i, chunk) in files.chunks(BATCH).enumerate() {
-        let images = load_images::<B>(chunk, device)?;
-        let p = if prompts.is_empty() {
-            &[][..]
-        } else {
-            &prompts[i * BATCH..i * BATCH + chunk.len()]
-        };
-        let s: Vec<f32> = reward
-            .score(images, p)?
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32");
-        scores.extend(s);
-    }
+    let scores = score_by_size(&*reward, &files, &prompts, device)?;
     let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
     let mut rows = Vec::new();
     for (f, s) in files.iter().zip(&scores) {
@@ -152,4 +139,41 @@ pub fn run<B: Backend>(a: &ScoreArgs, device: &B::Device) -> Result<()> {
         lora_group::io::write_atomic(out, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// Scores `files` (with `prompts[i]` for `files[i]`, or no prompts) in batches of up to 8
+/// images of one size: the files are grouped by (width, height) and each group is scored in
+/// turn. The scores come back in the order of `files`.
+pub fn score_by_size<B: Backend>(
+    reward: &dyn Reward<B>,
+    files: &[PathBuf],
+    prompts: &[String],
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    const BATCH: usize = 8;
+    let mut by_size: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let size = image::image_dimensions(f)
+            .with_context(|| format!("{} is not a readable image", f.display()))?;
+        by_size.entry(size).or_default().push(i);
+    }
+    let mut scores = vec![f32::NAN; files.len()];
+    for chunk in by_size.values().flat_map(|group| group.chunks(BATCH)) {
+        let batch: Vec<PathBuf> = chunk.iter().map(|&i| files[i].clone()).collect();
+        let p: Vec<String> = if prompts.is_empty() {
+            Vec::new()
+        } else {
+            chunk.iter().map(|&i| prompts[i].clone()).collect()
+        };
+        let s: Vec<f32> = reward
+            .score(load_images::<B>(&batch, device)?, &p)?
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32");
+        for (&i, s) in chunk.iter().zip(s) {
+            scores[i] = s;
+        }
+    }
+    Ok(scores)
 }
