@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use clap::ValueEnum;
 use rewards::jpeg::Compressibility;
 use rid_trainer::{Frozen, LoraInit, MicroBatch, Objective, TaskSettings, Trainer};
+use sd_model::backend::{BackendKind, Dtype};
 use sd_model::noise::NoiseRng;
 use sd_model::{
     Conditioning, DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig, denoise,
@@ -20,66 +22,80 @@ use sd_model::{
 };
 use serde_json::json;
 
-pub const USAGE: &str = "\
-usage: ril bench [--preset tiny|sd15] [--backend cpu|cuda] [--dtype f32|bf16]
-                 [--what sample|train-step|all] [--reps N] [--steps N] [--batch N] [--json FILE]
+use crate::cli::{at_least_one, one_of};
 
-  tiny: the parity fixtures' pipeline, 64x64, batch 2, 10 DDIM steps (CPU).
-  sd15: SD 1.5 shapes with random weights (no download), 512x512, batch 1, 50 steps.
-  --dtype bf16 (CUDA only) runs every tensor in bf16, as the PyTorch reference does on GPU.
-  The JSON record is rewritten after each measurement, so a run cut short keeps what it timed.";
-
-struct Args {
-    preset: String,
-    backend: String,
-    dtype: String,
-    what: String,
-    reps: usize,
-    steps: Option<usize>,
-    batch: Option<usize>,
-    json: Option<PathBuf>,
+/// Times sampling and training steps, as JSON.
+///
+/// UNet forward, a DDIM sampling run, VAE decode and one baseline and one RID training step
+/// (after warm-up; median and spread of several repetitions), printed as JSON in the format of
+/// tools/bench/bench.py (the PyTorch reference).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The shapes and weights.
+    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    pub preset: Preset,
+    /// The backend (cuda needs a build with `--features cuda`).
+    #[arg(long, value_name = "BACKEND", default_value_t = BackendKind::Cpu,
+          value_parser = one_of(&BackendKind::ALL, BackendKind::name))]
+    pub backend: BackendKind,
+    /// The float type: bf16 (CUDA only) runs every tensor in bf16, as the PyTorch reference does
+    /// on GPU.
+    #[arg(long, value_name = "DTYPE", default_value_t = Dtype::F32,
+          value_parser = one_of(&Dtype::ALL, Dtype::name))]
+    pub dtype: Dtype,
+    /// What to time.
+    #[arg(long, value_enum, default_value_t = What::All)]
+    pub what: What,
+    /// Timed repetitions after the warm-up (sampling and training steps: at most 3).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = at_least_one())]
+    pub reps: usize,
+    /// DDIM steps [default: the preset's].
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
+    pub steps: Option<usize>,
+    /// Batch size [default: the preset's].
+    #[arg(long, value_name = "N", value_parser = at_least_one())]
+    pub batch: Option<usize>,
+    /// Also write the JSON record to FILE, rewritten after each measurement (a run cut short
+    /// keeps what it timed).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let mut a = Args {
-        preset: "tiny".into(),
-        backend: "cpu".into(),
-        dtype: "f32".into(),
-        what: "all".into(),
-        reps: 5,
-        steps: None,
-        batch: None,
-        json: None,
-    };
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--preset" => a.preset = f.value(flag)?,
-            "--backend" => a.backend = f.value(flag)?,
-            "--dtype" => a.dtype = f.value(flag)?,
-            "--what" => a.what = f.value(flag)?,
-            "--reps" => a.reps = f.parse(flag)?,
-            "--steps" => a.steps = Some(f.parse(flag)?),
-            "--batch" => a.batch = Some(f.parse(flag)?),
-            "--json" => a.json = Some(f.value(flag)?.into()),
-            other => return Err(f.unknown(other)),
+/// `ril bench --preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The parity fixtures' pipeline, 64x64, batch 2, 10 DDIM steps.
+    Tiny,
+    /// SD 1.5 shapes with random weights (no download), 512x512, batch 1, 50 steps.
+    Sd15,
+}
+
+/// `ril bench --what`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// UNet forward, VAE decode and a sampling run.
+    Sample,
+    /// One baseline and one RID training step.
+    TrainStep,
+    /// Both.
+    All,
+}
+
+/// The command-line name of a `ValueEnum` value.
+fn name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("no skipped values")
+        .get_name()
+        .to_string()
+}
+
+impl Args {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dtype == Dtype::Bf16 && self.backend != BackendKind::Cuda {
+            return Err("--dtype bf16 needs --backend cuda (the CPU backend runs f32)".to_string());
         }
+        Ok(())
     }
-    if !matches!(a.preset.as_str(), "tiny" | "sd15")
-        || !matches!(a.what.as_str(), "sample" | "train-step" | "all")
-    {
-        bail!("bad --preset or --what\n{USAGE}");
-    }
-    if !matches!(a.dtype.as_str(), "f32" | "bf16") {
-        bail!("--dtype must be f32 or bf16\n{USAGE}");
-    }
-    if a.dtype == "bf16" && a.backend != "cuda" {
-        bail!("--dtype bf16 needs --backend cuda (the CPU backend runs f32)");
-    }
-    if a.reps == 0 {
-        bail!("--reps must be ≥ 1");
-    }
-    Ok(a)
 }
 
 /// Median, min and max seconds of `reps` runs of `f` after one warm-up run.
@@ -113,18 +129,17 @@ fn sync<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) {
     let _ = t.sum().into_data();
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let a = parse(args)?;
-    match a.backend.as_str() {
-        "cpu" => bench::<sd_model::backend::CpuAutodiff>(&a, &Default::default()),
-        "cuda" => bench_cuda(&a),
-        other => bail!("--backend must be cpu or cuda, got {other}"),
+pub fn run(a: &Args) -> Result<()> {
+    a.validate().map_err(anyhow::Error::msg)?;
+    match a.backend {
+        BackendKind::Cpu => bench::<sd_model::backend::CpuAutodiff>(a, &Default::default()),
+        BackendKind::Cuda => bench_cuda(a),
     }
 }
 
 #[cfg(feature = "cuda-base")]
 fn bench_cuda(a: &Args) -> Result<()> {
-    if a.dtype == "bf16" {
+    if a.dtype == Dtype::Bf16 {
         bench::<sd_model::backend::CudaBf16Autodiff>(a, &sd_model::backend::cuda_device()?)
     } else {
         bench::<sd_model::backend::CudaAutodiff>(a, &sd_model::backend::cuda_device()?)
@@ -133,11 +148,11 @@ fn bench_cuda(a: &Args) -> Result<()> {
 
 #[cfg(not(feature = "cuda-base"))]
 fn bench_cuda(_: &Args) -> Result<()> {
-    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+    anyhow::bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }
 
 fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
-    let tiny = a.preset == "tiny";
+    let tiny = a.preset == Preset::Tiny;
     let (size, steps, batch) = if tiny { (64, 10, 2) } else { (512, 50, 1) };
     let steps = a.steps.unwrap_or(steps);
     let batch = a.batch.unwrap_or(batch);
@@ -176,7 +191,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
     let mut rng = NoiseRng::new(0);
     let z = rng.tensor::<B::InnerBackend, 4>([batch, 4, h, h], device);
     let scheduler = DdimScheduler::new(DdimConfig::sd15(), steps)?;
-    if a.what != "train-step" {
+    if a.what != What::TrainStep {
         let v = time(a.reps, || {
             sync(guided_eps(&inner, z.clone(), 500, &cond));
             Ok(())
@@ -204,7 +219,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         })?;
         put(a, shape, &mut results, "sample", v)?;
     }
-    if a.what != "sample" {
+    if a.what != What::Sample {
         let reward = Compressibility::default();
         let vae_ad = sd.vae.clone().no_grad();
         let frozen = Frozen {
@@ -272,7 +287,7 @@ fn record(
 ) -> serde_json::Value {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     json!({
-        "impl": "ril", "preset": a.preset, "backend": a.backend, "dtype": a.dtype,
+        "impl": "ril", "preset": name(a.preset), "backend": a.backend, "dtype": a.dtype,
         "threads": threads, "batch": batch, "size": size, "steps": steps, "results": results,
     })
 }

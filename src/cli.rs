@@ -1,208 +1,225 @@
-//! Argument parsing and the `sample` command.
+//! The `ril` command line (clap, derive): the subcommands, their cross-flag checks, the value
+//! parsers for closed choices, and dispatch.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
 
-use anyhow::{Context, Result, bail};
-use burn::prelude::*;
-use sd_model::load::SafetensorsFile;
-use sd_model::pipeline::{InitLatents, SampleRequest, StableDiffusion, save_png, to_rgb8};
+use anyhow::Result;
+use clap::builder::{
+    OsStringValueParser, PossibleValuesParser, RangedU64ValueParser, TypedValueParser,
+};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: ril sample --model DIR_OR_REPO --prompt TEXT [--prompt TEXT ...]
-                  [--negative-prompt TEXT ...] [--height H] [--width W] [--steps N]
-                  [--guidance G] [--eta E] (--seed S | --latents FILE) --out DIR
-                  [--lora FILE ...] [--backend cpu|cuda]
-
-  --model     a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
-              scheduler/) or a hub id such as runwayml/stable-diffusion-v1-5
-  --latents   safetensors file with a tensor `latents` of shape [B, 4, H/8, W/8]
-  --lora      a peft/diffusers LoRA file (keys unet.*.lora_A/B.weight) applied to the UNet;
-              several are stacked, each as one task: y = Wx + sum_i s_i B_i A_i x
-  defaults:   --height 512 --width 512 --steps 50 --guidance 7.5 --eta 0 --backend cpu
-  Writes DIR/000.png, DIR/001.png, ... in prompt order.";
-
-/// Options of `ril sample`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleArgs {
-    pub model: String,
-    pub prompts: Vec<String>,
-    pub negative_prompts: Vec<String>,
-    pub height: usize,
-    pub width: usize,
-    pub steps: usize,
-    pub guidance: f64,
-    pub eta: f64,
-    pub seed: Option<u64>,
-    pub latents: Option<PathBuf>,
-    pub out: PathBuf,
-    pub loras: Vec<PathBuf>,
-    pub backend: String,
+/// Reward incremental learning for Stable Diffusion 1.x: sample, score, train, soup, evaluate.
+///
+/// `ril COMMAND --help` documents each command's flags. A repeated single-valued flag is an
+/// error; flags documented as repeatable (`--prompt`, `--lora`, ...) may be given several times.
+#[derive(Debug, Parser)]
+#[command(name = "ril", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-/// Parses `ril sample` arguments.
-pub fn parse_sample(args: &[String]) -> Result<SampleArgs> {
-    let mut a = SampleArgs {
-        model: String::new(),
-        prompts: Vec::new(),
-        negative_prompts: Vec::new(),
-        height: 512,
-        width: 512,
-        steps: 50,
-        guidance: 7.5,
-        eta: 0.0,
-        seed: None,
-        latents: None,
-        out: PathBuf::new(),
-        loras: Vec::new(),
-        backend: "cpu".into(),
-    };
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--model" => a.model = f.value(flag)?,
-            "--prompt" => a.prompts.push(f.value(flag)?),
-            "--negative-prompt" => a.negative_prompts.push(f.value(flag)?),
-            "--height" => a.height = f.parse(flag)?,
-            "--width" => a.width = f.parse(flag)?,
-            "--steps" => a.steps = f.parse(flag)?,
-            "--guidance" => a.guidance = f.parse(flag)?,
-            "--eta" => a.eta = f.parse(flag)?,
-            "--seed" => a.seed = Some(f.parse(flag)?),
-            "--latents" => a.latents = Some(PathBuf::from(f.value(flag)?)),
-            "--out" => a.out = PathBuf::from(f.value(flag)?),
-            "--lora" => a.loras.push(PathBuf::from(f.value(flag)?)),
-            "--backend" => a.backend = f.value(flag)?,
-            other => return Err(f.unknown(other)),
+/// The subcommands, in the order `ril --help` lists them.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Sample(crate::sample::SampleArgs),
+    Score(crate::score::ScoreArgs),
+    Train(crate::train::TrainArgs),
+    Soup(crate::soup::SoupArgs),
+    Eval(crate::eval::EvalArgs),
+    Fid(crate::fid::FidArgs),
+    Bench(crate::bench::Args),
+}
+
+impl Command {
+    /// The checks across flags that clap's attributes do not express (e.g. `--dtype bf16` needs
+    /// `--backend cuda`): an error message naming the flags.
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Command::Sample(_) | Command::Train(_) | Command::Eval(_) | Command::Fid(_) => Ok(()),
+            Command::Score(a) => a.validate(),
+            Command::Soup(a) => a.validate(),
+            Command::Bench(a) => a.validate(),
         }
     }
-    if a.model.is_empty() {
-        bail!("--model is required\n{USAGE}");
-    }
-    if a.prompts.is_empty() {
-        bail!("at least one --prompt is required\n{USAGE}");
-    }
-    if a.out.as_os_str().is_empty() {
-        bail!("--out is required\n{USAGE}");
-    }
-    match (&a.seed, &a.latents) {
-        (Some(_), Some(_)) => bail!("give either --seed or --latents, not both"),
-        (None, None) => bail!("give --seed S or --latents FILE\n{USAGE}"),
-        _ => {}
-    }
-    if a.negative_prompts.len() == 1 && a.prompts.len() > 1 {
-        a.negative_prompts = vec![a.negative_prompts[0].clone(); a.prompts.len()];
-    }
-    if !matches!(a.backend.as_str(), "cpu" | "cuda") {
-        bail!("--backend must be cpu or cuda, got {}", a.backend);
-    }
-    Ok(a)
-}
 
-/// Runs the command line.
-pub fn run(args: Vec<String>) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("sample") => {
-            let a = parse_sample(&args[1..])?;
-            match a.backend.as_str() {
-                "cuda" => run_cuda(&a),
-                _ => sample::<sd_model::backend::Cpu>(&a, &Default::default()),
+    /// Runs the command.
+    pub fn run(self) -> Result<()> {
+        match self {
+            Command::Sample(a) => crate::sample::run(&a),
+            Command::Score(a) => {
+                crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())
             }
+            Command::Train(a) => crate::train::run(&a),
+            Command::Soup(a) => crate::soup::run(&a),
+            Command::Eval(a) => crate::eval::run(&a),
+            Command::Fid(a) => crate::fid::run(&a),
+            Command::Bench(a) => crate::bench::run(&a),
         }
-        Some("train") => crate::train::run(&args[1..]),
-        Some("soup") => crate::soup::run(&args[1..]),
-        Some("bench") => crate::bench::run(&args[1..]),
-        Some("eval") => crate::eval::run(&args[1..]),
-        Some("fid") => crate::fid::run(&args[1..]),
-        Some("score") => {
-            let a = crate::score::parse(&args[1..])?;
-            crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())
-        }
-        Some("-h" | "--help" | "help") | None => {
-            println!(
-                "{USAGE}\n\n{}\n\n{}",
-                crate::score::USAGE,
-                crate::train::USAGE
-            );
-            Ok(())
-        }
-        Some(other) => bail!("unknown command {other}\n{USAGE}"),
     }
 }
 
-#[cfg(feature = "cuda-base")]
-fn run_cuda(a: &SampleArgs) -> Result<()> {
-    sample::<sd_model::backend::Cuda>(a, &sd_model::backend::cuda_device()?)
+/// Parses a command line (program name first) and checks it; a usage error is a clap error
+/// (`error.exit()` prints it and exits with status 2; `--help` and `--version` exit 0).
+/// Arguments need not be UTF-8: a path may be any OsString, a text value that is not UTF-8 is
+/// an error naming its flag.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    if let Err(msg) = cli.command.validate() {
+        // Reported with the subcommand's usage line.
+        let sub = matches
+            .subcommand_name()
+            .and_then(|name| cmd.find_subcommand_mut(name));
+        return Err(match sub {
+            Some(sub) => sub.error(ErrorKind::ArgumentConflict, msg),
+            None => cmd.error(ErrorKind::ArgumentConflict, msg),
+        });
+    }
+    Ok(cli)
 }
 
-#[cfg(not(feature = "cuda-base"))]
-fn run_cuda(_: &SampleArgs) -> Result<()> {
-    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+/// The value parser of a closed choice: the values are `name` of each of `all` (listed in
+/// `--help` and in the error for any other value), parsed into `T` at parse time. The names
+/// come from the type itself (e.g. `BackendKind::name`), so there is one definition of them.
+pub fn one_of<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(all.iter().map(|&v| name(v))).map(move |s| {
+        *all.iter()
+            .find(|&&v| name(v) == s)
+            .expect("PossibleValuesParser admits only these names")
+    })
 }
 
-/// Reads a latents file: a safetensors tensor `latents` [B, 4, H/8, W/8].
-pub fn read_latents<B: Backend>(
-    path: &Path,
-    expected: [usize; 4],
-    device: &B::Device,
-) -> Result<Tensor<B, 4>> {
-    let file = SafetensorsFile::open(path)?;
-    let shape = file
-        .shape("latents")
-        .with_context(|| format!("{}: no tensor named `latents`", path.display()))?;
-    if shape != expected {
-        bail!(
-            "{}: tensor `latents` has shape {shape:?}, expected {expected:?} (prompts, 4, height/8, width/8)",
-            path.display()
+/// The value parser of a text value: an argument that is not valid UTF-8 is an error naming
+/// its flag (clap's own String parser does not name it).
+pub fn text() -> impl TypedValueParser<Value = String> {
+    OsStringValueParser::new().try_map(|s| s.into_string().map_err(|_| "not valid UTF-8"))
+}
+
+/// The value parser of a count that must be at least 1.
+pub fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{Preset, What};
+    use ril_metrics::Metric;
+    use sd_model::backend::{BackendKind, Dtype};
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        parse_from(std::iter::once("ril").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    fn err(args: &[&str]) -> String {
+        parse(args).expect_err("an argument error").to_string()
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn closed_choices_are_enums_at_parse_time() {
+        let Ok(Command::Bench(a)) = parse(&[
+            "bench",
+            "--preset=sd15",
+            "--backend",
+            "cuda",
+            "--dtype",
+            "bf16",
+            "--what",
+            "train-step",
+        ]) else {
+            panic!("bench parses")
+        };
+        assert_eq!(
+            (a.preset, a.backend, a.dtype, a.what),
+            (
+                Preset::Sd15,
+                BackendKind::Cuda,
+                Dtype::Bf16,
+                What::TrainStep
+            )
         );
-    }
-    Ok(file.tensor::<B, 4>("latents", device)?)
-}
-
-fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {
-    let dir = sd_model::hub::resolve_model(&a.model)?;
-    let latents = match (&a.latents, a.seed) {
-        (Some(path), _) => {
-            let shape = [a.prompts.len(), 4, a.height / 8, a.width / 8];
-            InitLatents::Given(read_latents::<B>(path, shape, device)?)
-        }
-        (None, seed) => InitLatents::Seed(seed.unwrap_or(0)),
-    };
-    let req = SampleRequest {
-        prompts: a.prompts.clone(),
-        negative_prompts: a.negative_prompts.clone(),
-        height: a.height,
-        width: a.width,
-        steps: a.steps,
-        guidance: a.guidance,
-        eta: a.eta,
-        noise_seed: a.seed.unwrap_or(0).wrapping_add(1),
-        latents,
-    };
-    req.validate()?;
-    let mut model = StableDiffusion::<B>::load(&dir, device)?;
-    for lora in &a.loras {
-        let info = lora_group::import_task(&mut model.unet, lora, "unet")?;
-        eprintln!(
-            "LoRA {}: {} layers, rank {}, alpha {}",
-            lora.display(),
-            info.layers,
-            info.rank,
-            info.alpha
+        let Ok(Command::Bench(a)) = parse(&["bench"]) else {
+            panic!("bench parses")
+        };
+        assert_eq!(
+            (a.preset, a.backend, a.dtype, a.what, a.reps),
+            (Preset::Tiny, BackendKind::Cpu, Dtype::F32, What::All, 5)
         );
+        for (args, flag) in [
+            (&["bench", "--backend", "tpu"][..], "--backend"),
+            (&["bench", "--dtype", "f16"], "--dtype"),
+            (&["bench", "--preset", "sdxl"], "--preset"),
+            (&["bench", "--what", "everything"], "--what"),
+            (&["bench", "--reps", "0"], "--reps"),
+        ] {
+            let e = err(args);
+            assert!(e.contains(flag) && e.contains(args[2]), "{args:?}: {e}");
+        }
+        let e = err(&["bench", "--dtype", "bf16"]);
+        assert!(e.contains("--dtype bf16 needs --backend cuda"), "{e}");
     }
-    let bar = indicatif::ProgressBar::new(a.steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {elapsed}")
-            .expect("valid template"),
-    );
-    bar.set_message("sampling");
-    let images = model.sample(&req, device, |i, _| bar.set_position(i as u64))?;
-    bar.finish();
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
-    for (i, img) in to_rgb8(images)?.iter().enumerate() {
-        let path = a.out.join(format!("{i:03}.png"));
-        save_png(img, &path)?;
-        println!("{}", path.display());
+
+    #[test]
+    fn eval_metrics_are_a_list_of_metrics() {
+        let base = ["eval", "--config", "c.toml", "--out", "o"];
+        let Ok(Command::Eval(a)) = parse(&base) else {
+            panic!("eval parses")
+        };
+        assert_eq!(a.metrics, Metric::ALL.to_vec());
+        let Ok(Command::Eval(a)) = parse(&[&base[..], &["--metrics", "hps,fid"]].concat()) else {
+            panic!("eval parses")
+        };
+        assert_eq!(a.metrics, vec![Metric::Hps, Metric::Fid]);
+        let e = err(&[&base[..], &["--metrics", "hps,beauty"]].concat());
+        assert!(e.contains("--metrics") && e.contains("beauty"), "{e}");
+        let e = err(&[&base[..], &["--fid-reference", "real"]].concat());
+        assert!(e.contains("--fid-weights"), "{e}");
+        let e = err(&[&base[..], &["--fid-weights", "w.pth", "--fid-hash-weights"]].concat());
+        assert!(e.contains("--fid-hash-weights"), "{e}");
     }
-    Ok(())
+
+    #[test]
+    fn repeatable_flags_repeat_and_others_do_not() {
+        let Ok(Command::Soup(a)) = parse(&[
+            "soup",
+            "--lora",
+            "a",
+            "--lora=b",
+            "--coefficients",
+            "0.25, 0.75",
+            "--out",
+            "o",
+        ]) else {
+            panic!("soup parses")
+        };
+        assert_eq!(a.loras.len(), 2);
+        assert_eq!(a.coefficients, Some(vec![0.25, 0.75]));
+        let e = err(&["soup", "--lora", "a", "--out", "o"]);
+        assert!(e.contains("at least two --lora"), "{e}");
+        let e = err(&[
+            "soup", "--lora", "a", "--lora", "b", "--out", "o", "--out", "p",
+        ]);
+        assert!(
+            e.contains("--out") && e.contains("cannot be used multiple times"),
+            "{e}"
+        );
+        let e = err(&["train", "--config", "a", "--resume", "--resume"]);
+        assert!(e.contains("--resume"), "{e}");
+    }
 }

@@ -3,88 +3,95 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use burn::prelude::*;
+use clap::ArgAction;
 use rid_trainer::TrainConfig;
 use rid_trainer::config::read_prompts;
 use ril_metrics::{EvalSpec, Metric, evaluate};
 use sd_model::StableDiffusion;
 
-pub const USAGE: &str = "\
-usage: ril eval --config RUN.toml [--lora FILE ...] [--prompts FILE] [--images-per-prompt N]
-                [--metrics LIST] [--batch N] [--grid-prompts N]
-                [--fid-reference DIR [--fid-weights FILE | --fid-hash-weights]]
-                [--clip-model DIR_OR_REPO] --out DIR
+use crate::cli::{at_least_one, one_of, text};
 
-  The model, sampling, seed, reward weights and eval prompts come from the run config; --lora
-  applies task files (e.g. RUN/task-0-NAME/lora.safetensors) in order. Metrics: aesthetic, hps,
-  png_kb, jpeg_kb, clip_score, fid (default all; a metric that cannot be computed is reported as
-  skipped with the reason). FID compares with the real images of --fid-reference (statistics
-  cached there) using pytorch-fid's Inception weights (--fid-weights) or deterministic hash
-  weights (--fid-hash-weights). CLIP score (torchmetrics' definition) uses a transformers
-  CLIPModel folder or hub id (--clip-model, e.g. openai/clip-vit-large-patch14). Writes
-  DIR/results.json and DIR/grid.png.";
+/// Generates a model's eval images from shared noise and scores them.
+///
+/// The images of the eval prompts come from the same noise for every model. The model, sampling, seed, reward weights and eval prompts come from the run config. A metric
+/// that cannot be computed is reported as skipped with the reason. Writes DIR/results.json and
+/// DIR/grid.png.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The run config (TOML).
+    #[arg(long, value_name = "RUN.toml")]
+    pub config: PathBuf,
+    /// A LoRA task file (e.g. RUN/task-0-NAME/lora.safetensors), applied in order (repeatable).
+    #[arg(long = "lora", value_name = "FILE")]
+    pub loras: Vec<PathBuf>,
+    /// The eval prompts, one per line [default: the config's prompts.eval].
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Images per prompt.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one())]
+    pub images_per_prompt: usize,
+    /// The metrics, comma-separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', action = ArgAction::Set,
+          default_values = Metric::ALL.map(Metric::name),
+          value_parser = one_of(&Metric::ALL, Metric::name))]
+    pub metrics: Vec<Metric>,
+    /// Images per sampling batch.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = at_least_one())]
+    pub batch: usize,
+    /// Prompts in DIR/grid.png.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub grid_prompts: usize,
+    /// FID: a folder of real images (its statistics are cached there); needs --fid-weights or
+    /// --fid-hash-weights.
+    #[arg(long, value_name = "DIR", requires = "fid_inception")]
+    pub fid_reference: Option<PathBuf>,
+    /// FID: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth).
+    #[arg(long, value_name = "FILE", group = "fid_inception")]
+    pub fid_weights: Option<PathBuf>,
+    /// FID: deterministic hash weights instead (values comparable only with each other).
+    #[arg(long, group = "fid_inception")]
+    pub fid_hash_weights: bool,
+    /// CLIP score (torchmetrics' definition): a transformers CLIPModel folder or hub id, e.g.
+    /// openai/clip-vit-large-patch14.
+    #[arg(long, value_name = "DIR_OR_REPO", value_parser = text())]
+    pub clip_model: Option<String>,
+    /// The output folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut config, mut out, mut prompts) = (None, None, None);
-    let mut loras: Vec<PathBuf> = Vec::new();
-    let (mut per_prompt, mut batch, mut grid) = (1usize, 4usize, 4usize);
-    let mut metrics = Metric::ALL.to_vec();
-    let (mut fid_reference, mut fid_weights, mut fid_hash) = (None, None, false);
-    let mut clip_model = None;
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--config" => config = Some(PathBuf::from(f.value(flag)?)),
-            "--lora" => loras.push(f.value(flag)?.into()),
-            "--prompts" => prompts = Some(PathBuf::from(f.value(flag)?)),
-            "--images-per-prompt" => per_prompt = f.parse(flag)?,
-            "--batch" => batch = f.parse(flag)?,
-            "--grid-prompts" => grid = f.parse(flag)?,
-            "--metrics" => metrics = Metric::parse_list(&f.value(flag)?)?,
-            "--out" => out = Some(PathBuf::from(f.value(flag)?)),
-            "--fid-reference" => fid_reference = Some(PathBuf::from(f.value(flag)?)),
-            "--fid-weights" => fid_weights = Some(PathBuf::from(f.value(flag)?)),
-            "--fid-hash-weights" => fid_hash = true,
-            "--clip-model" => clip_model = Some(f.value(flag)?),
-            other => return Err(f.unknown(other)),
-        }
-    }
-    let config =
-        TrainConfig::from_file(&config.with_context(|| format!("--config is required\n{USAGE}"))?)?;
-    let out = out.with_context(|| format!("--out is required\n{USAGE}"))?;
-    if per_prompt == 0 || batch == 0 {
-        bail!("--images-per-prompt and --batch must be ≥ 1");
-    }
-    let prompts = read_prompts(prompts.as_ref().unwrap_or(&config.prompts.eval))?;
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let config = TrainConfig::from_file(&a.config)?;
+    let prompts = read_prompts(a.prompts.as_ref().unwrap_or(&config.prompts.eval))?;
     let s = &config.sampling;
     let spec = EvalSpec {
         prompts,
-        images_per_prompt: per_prompt,
+        images_per_prompt: a.images_per_prompt,
         seed: config.seed,
         steps: s.steps,
         guidance: s.guidance,
         height: s.height,
         width: s.width,
-        batch_size: batch,
-        metrics,
-        grid_prompts: grid,
-        fid: match (fid_reference, &fid_weights, fid_hash) {
-            (None, _, _) => None,
-            (Some(_), None, false) => {
-                bail!("--fid-reference needs --fid-weights FILE or --fid-hash-weights")
-            }
-            (Some(reference), w, _) => Some(ril_metrics::eval::FidSpec {
+        batch_size: a.batch,
+        metrics: a.metrics.clone(),
+        grid_prompts: a.grid_prompts,
+        // clap makes --fid-reference require --fid-weights or --fid-hash-weights (no weights:
+        // the hash weights).
+        fid: a
+            .fid_reference
+            .clone()
+            .map(|reference| ril_metrics::eval::FidSpec {
                 reference,
-                weights: w.clone(),
+                weights: a.fid_weights.clone(),
             }),
-        },
-        clip_model,
+        clip_model: a.clip_model.clone(),
     };
     match config.model.backend {
-        sd_model::backend::BackendKind::Cuda => eval_cuda(&config, &loras, &spec, &out),
+        sd_model::backend::BackendKind::Cuda => eval_cuda(&config, &a.loras, &spec, &a.out),
         sd_model::backend::BackendKind::Cpu => {
-            eval::<sd_model::backend::Cpu>(&config, &loras, &spec, &out, &Default::default())
+            eval::<sd_model::backend::Cpu>(&config, &a.loras, &spec, &a.out, &Default::default())
         }
     }
 }
@@ -123,5 +130,5 @@ fn eval_cuda(
 
 #[cfg(not(feature = "cuda-base"))]
 fn eval_cuda(_: &TrainConfig, _: &[PathBuf], _: &EvalSpec, _: &std::path::Path) -> Result<()> {
-    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+    anyhow::bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }

@@ -1,48 +1,47 @@
-//! `ril fid --real DIR --fake DIR`: the Fréchet Inception Distance between two image folders, as
-//! pytorch-fid computes it.
+//! `ril fid --real DIR --fake DIR (--weights FILE | --hash-weights)`: the Fréchet Inception
+//! Distance between two image folders, as pytorch-fid computes it.
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use clap::ArgGroup;
 use ril_metrics::fid::{folder_stats, frechet_distance, inception};
 
-pub const USAGE: &str = "\
-usage: ril fid --real DIR --fake DIR (--weights FILE | --hash-weights) [--batch N]
+use crate::cli::at_least_one;
 
-  --weights       pytorch-fid's pt_inception-2015-12-05-6726825d.pth (read without executing
-                  code) or a safetensors copy
-  --hash-weights  deterministic generated weights instead (values comparable only with each
-                  other; for tests and runs without the file)
-  The real folder's statistics are cached in DIR/.ril-fid-stats.safetensors.";
+/// The Fréchet Inception Distance between two image folders, as pytorch-fid computes it.
+///
+/// Give exactly one of --weights and --hash-weights. The real folder's statistics are cached in
+/// DIR/.ril-fid-stats.safetensors.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(ArgGroup::new("inception").required(true).args(["weights", "hash_weights"])))]
+pub struct FidArgs {
+    /// The folder of real images.
+    #[arg(long, value_name = "DIR")]
+    pub real: PathBuf,
+    /// The folder of generated images.
+    #[arg(long, value_name = "DIR")]
+    pub fake: PathBuf,
+    /// pytorch-fid's pt_inception-2015-12-05-6726825d.pth (read without executing code) or a
+    /// safetensors copy.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    /// Deterministic generated weights instead (values comparable only with each other; for
+    /// tests and runs without the file).
+    #[arg(long)]
+    pub hash_weights: bool,
+    /// Images per Inception batch.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_least_one())]
+    pub batch: usize,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut real, mut fake, mut weights) = (None, None, None);
-    let (mut hash, mut batch) = (false, 8usize);
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--real" => real = Some(PathBuf::from(f.value(flag)?)),
-            "--fake" => fake = Some(PathBuf::from(f.value(flag)?)),
-            "--weights" => weights = Some(PathBuf::from(f.value(flag)?)),
-            "--hash-weights" => hash = true,
-            "--batch" => batch = f.parse(flag)?,
-            other => return Err(f.unknown(other)),
-        }
-    }
-    let (real, fake) = match (real, fake) {
-        (Some(r), Some(f)) => (r, f),
-        _ => bail!("--real and --fake are required\n{USAGE}"),
-    };
-    if weights.is_none() && !hash {
-        bail!(
-            "give the Inception weights with --weights FILE (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), or --hash-weights\n{USAGE}"
-        );
-    }
+pub fn run(args: &FidArgs) -> Result<()> {
+    let (weights, batch) = (args.weights.as_deref(), args.batch);
     type B = sd_model::backend::Cpu;
     let device = Default::default();
-    let model = inception::<B>(weights.as_deref(), &device)?;
-    let a = folder_stats(&model, weights.as_deref(), &real, batch, &device)?;
-    let b = folder_stats(&model, weights.as_deref(), &fake, batch, &device)?;
+    let model = inception::<B>(weights, &device)?;
+    let a = folder_stats(&model, weights, &args.real, batch, &device)?;
+    let b = folder_stats(&model, weights, &args.fake, batch, &device)?;
     println!("FID: {:.6}", frechet_distance(&a, &b)?);
     Ok(())
 }

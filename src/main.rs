@@ -1,18 +1,22 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
 //! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model; `ril fid`
-//! compares two image folders.
+//! compares two image folders; `ril bench` times the pipeline and a training step.
 
 mod bench;
 mod cli;
 mod eval;
 mod fid;
+mod sample;
 mod score;
 mod soup;
 mod train;
 
 fn main() {
-    if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
+    // Argument errors exit with clap's status 2 (help and --version with 0); runtime errors print
+    // `error: ...` and exit with 1.
+    let cli = cli::parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if let Err(e) = cli.command.run() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

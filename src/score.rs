@@ -1,72 +1,80 @@
-//! `ril score`: scores every image of a folder with a reward, in file-name order.
+//! `ril score`: scores every image of a folder with a reward, in file-name order; images of
+//! different sizes are batched by size.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use rewards::Reward;
 use rewards::aesthetic::Aesthetic;
+use rewards::config::RewardKind;
 use rewards::hps::Hps;
 use rewards::images::{image_files, load_images};
 use rewards::jpeg::Compressibility;
 use rewards::openclip::OpenClipConfig;
 
-pub const USAGE: &str = "\
-usage: ril score --reward aesthetic|hps|compress --images DIR [--prompts FILE] [--weights PATH]
-                 [--quality Q] [--clip DIR_OR_FILE] [--tokenizer DIR] [--model-config FILE]
-                 [--out FILE]
+use crate::cli::{one_of, text};
 
-  aesthetic  --weights: the LAION MLP (sac+logos+ava1-l14-linearMSE.pth or .safetensors);
-             --clip: openai/clip-vit-large-patch14 as a transformers folder, weights file or hub id
-             (default openai/clip-vit-large-patch14)
-  hps        --weights: HPS_v2_compressed.pt (or a safetensors state dict); --prompts: one line per
-             image; --tokenizer: a CLIP tokenizer folder (e.g. an SD 1.5 tokenizer/);
-             --model-config: an open_clip model config JSON (default ViT-H-14)
-  compress   --quality: JPEG quality of the differentiable codec (default 80)
-  Prints one line per image and the mean; --out writes them as JSON.";
+/// The rewards `--reward` offers (joint tuning's weighted sum is for `ril train` only).
+const REWARDS: [RewardKind; 3] = [RewardKind::Aesthetic, RewardKind::Hps, RewardKind::Compress];
 
-/// Options of `ril score`.
-#[derive(Debug, Default)]
+/// Scores every image of a folder with a reward.
+///
+/// Prints one line per image in file-name order, then the mean. aesthetic: AlignProp's differentiable LAION predictor (CLIP ViT-L/14 embedding + MLP); hps:
+/// HPSv2 (open_clip ViT-H-14 image-text cosine); compress: -mean((x - JPEG(x))^2). Images may
+/// have different sizes (each size is scored in its own batches).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ScoreArgs {
-    pub reward: String,
+    /// The reward.
+    #[arg(long, value_name = "REWARD", value_parser = one_of(&REWARDS, RewardKind::name))]
+    pub reward: RewardKind,
+    /// The image folder (PNG, JPEG, ...; hidden files skipped).
+    #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
+    /// hps: one prompt line per image, in file-name order.
+    #[arg(long, value_name = "FILE")]
     pub prompts: Option<PathBuf>,
+    /// aesthetic: the LAION MLP (sac+logos+ava1-l14-linearMSE.pth or .safetensors); hps:
+    /// HPS_v2_compressed.pt (or a safetensors state dict).
+    #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
+    /// compress: JPEG quality of the differentiable codec (0-100).
+    #[arg(long, value_name = "Q", default_value_t = 80.0)]
     pub quality: f32,
+    /// aesthetic: openai/clip-vit-large-patch14 as a transformers folder, weights file or hub id.
+    #[arg(long, value_name = "DIR_OR_FILE", default_value = "openai/clip-vit-large-patch14",
+          value_parser = text())]
     pub clip: String,
+    /// hps: a CLIP tokenizer folder (e.g. an SD 1.5 tokenizer/).
+    #[arg(long, value_name = "DIR")]
     pub tokenizer: Option<PathBuf>,
+    /// hps: an open_clip model config JSON [default: ViT-H-14].
+    #[arg(long, value_name = "FILE")]
     pub model_config: Option<PathBuf>,
+    /// Also write {"reward", "scores": [{"image", "score"}], "mean"} as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
 
-pub fn parse(args: &[String]) -> Result<ScoreArgs> {
-    let mut a = ScoreArgs {
-        quality: 80.0,
-        clip: "openai/clip-vit-large-patch14".into(),
-        ..Default::default()
-    };
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--reward" => a.reward = f.value(flag)?,
-            "--images" => a.images = f.value(flag)?.into(),
-            "--prompts" => a.prompts = Some(f.value(flag)?.into()),
-            "--weights" => a.weights = Some(f.value(flag)?.into()),
-            "--quality" => a.quality = f.parse(flag)?,
-            "--clip" => a.clip = f.value(flag)?,
-            "--tokenizer" => a.tokenizer = Some(f.value(flag)?.into()),
-            "--model-config" => a.model_config = Some(f.value(flag)?.into()),
-            "--out" => a.out = Some(f.value(flag)?.into()),
-            other => return Err(f.unknown(other)),
+impl ScoreArgs {
+    /// The files each reward needs.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.reward {
+            RewardKind::Aesthetic => self.required(&self.weights, "--weights").map(drop),
+            RewardKind::Hps => self
+                .required(&self.weights, "--weights")
+                .and(self.required(&self.tokenizer, "--tokenizer"))
+                .map(drop),
+            RewardKind::Compress | RewardKind::Joint => Ok(()),
         }
     }
-    if !matches!(a.reward.as_str(), "aesthetic" | "hps" | "compress") {
-        bail!("--reward must be aesthetic, hps or compress\n{USAGE}");
+
+    /// The value of `flag`, which the reward needs.
+    fn required<'a>(&self, v: &'a Option<PathBuf>, flag: &str) -> Result<&'a PathBuf, String> {
+        v.as_ref()
+            .ok_or_else(|| format!("--reward {} needs {flag}", self.reward.name()))
     }
-    if a.images.as_os_str().is_empty() {
-        bail!("--images DIR is required\n{USAGE}");
-    }
-    Ok(a)
 }
 
 /// Non-blank lines of a prompts file.
@@ -80,26 +88,22 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn required<'a>(v: &'a Option<PathBuf>, flag: &str, reward: &str) -> Result<&'a PathBuf> {
-    v.as_ref()
-        .with_context(|| format!("--reward {reward} needs {flag}\n{USAGE}"))
-}
-
 pub fn run<B: Backend>(a: &ScoreArgs, device: &B::Device) -> Result<()> {
     let files = image_files(&a.images)?;
     let prompts = match &a.prompts {
         Some(p) => read_prompts(p)?,
         None => Vec::new(),
     };
-    let reward: Box<dyn Reward<B>> = match a.reward.as_str() {
-        "aesthetic" => {
-            let mlp = required(&a.weights, "--weights", "aesthetic")?;
+    let required = |v, flag| a.required(v, flag).map_err(anyhow::Error::msg);
+    let reward: Box<dyn Reward<B>> = match a.reward {
+        RewardKind::Aesthetic => {
+            let mlp = required(&a.weights, "--weights")?;
             let clip = sd_model::hub::resolve_repo(&a.clip, &["config.json", "model.safetensors"])?;
             Box::new(Aesthetic::load(&clip, mlp, device)?)
         }
-        "hps" => {
-            let weights = required(&a.weights, "--weights", "hps")?;
-            let tokenizer = required(&a.tokenizer, "--tokenizer", "hps")?;
+        RewardKind::Hps => {
+            let weights = required(&a.weights, "--weights")?;
+            let tokenizer = required(&a.tokenizer, "--tokenizer")?;
             if prompts.len() != files.len() {
                 bail!(
                     "--reward hps needs one prompt per image: {} images in {}, {} prompts",
@@ -114,25 +118,10 @@ pub fn run<B: Backend>(a: &ScoreArgs, device: &B::Device) -> Result<()> {
             };
             Box::new(Hps::load(&config, weights, tokenizer, device)?)
         }
-        _ => Box::new(Compressibility::new(a.quality)?),
+        RewardKind::Compress => Box::new(Compressibility::new(a.quality)?),
+        RewardKind::Joint => bail!("--reward joint: not a single reward (see `ril train`)"),
     };
-    const BATCH: usize = 8;
-    let mut scores = Vec::with_capacity(files.len());
-    for (i, chunk) in files.chunks(BATCH).enumerate() {
-        let images = load_images::<B>(chunk, device)?;
-        let p = if prompts.is_empty() {
-            &[][..]
-        } else {
-            &prompts[i * BATCH..i * BATCH + chunk.len()]
-        };
-        let s: Vec<f32> = reward
-            .score(images, p)?
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .expect("f32");
-        scores.extend(s);
-    }
+    let scores = score_by_size(&*reward, &files, &prompts, device)?;
     let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
     let mut rows = Vec::new();
     for (f, s) in files.iter().zip(&scores) {
@@ -145,9 +134,46 @@ pub fn run<B: Backend>(a: &ScoreArgs, device: &B::Device) -> Result<()> {
     }
     println!("mean\t{mean:.6}");
     if let Some(out) = &a.out {
-        let json = serde_json::json!({ "reward": a.reward, "scores": rows, "mean": mean });
+        let json = serde_json::json!({ "reward": a.reward.name(), "scores": rows, "mean": mean });
         let text = serde_json::to_string_pretty(&json).expect("JSON");
         lora_group::io::write_atomic(out, text.as_bytes())?;
     }
     Ok(())
+}
+
+/// Scores `files` (with `prompts[i]` for `files[i]`, or no prompts) in batches of up to 8
+/// images of one size: the files are grouped by (width, height) and each group is scored in
+/// turn. The scores come back in the order of `files`.
+pub fn score_by_size<B: Backend>(
+    reward: &dyn Reward<B>,
+    files: &[PathBuf],
+    prompts: &[String],
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    const BATCH: usize = 8;
+    let mut by_size: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        let size = image::image_dimensions(f)
+            .with_context(|| format!("{} is not a readable image", f.display()))?;
+        by_size.entry(size).or_default().push(i);
+    }
+    let mut scores = vec![f32::NAN; files.len()];
+    for chunk in by_size.values().flat_map(|group| group.chunks(BATCH)) {
+        let batch: Vec<PathBuf> = chunk.iter().map(|&i| files[i].clone()).collect();
+        let p: Vec<String> = if prompts.is_empty() {
+            Vec::new()
+        } else {
+            chunk.iter().map(|&i| prompts[i].clone()).collect()
+        };
+        let s: Vec<f32> = reward
+            .score(load_images::<B>(&batch, device)?, &p)?
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32");
+        for (&i, s) in chunk.iter().zip(s) {
+            scores[i] = s;
+        }
+    }
+    Ok(scores)
 }

@@ -3,48 +3,56 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+use clap::ArgAction;
 
-pub const USAGE: &str = "\
-usage: ril soup --lora FILE --lora FILE [...] [--coefficients C1,C2,...] --out FILE
+/// Averages LoRA runs into one LoRA file (the model soup).
+///
+/// The soup's update is sum_k c_k * (update of FILE_k), exactly (the pairs side by side). The
+/// paper's soup: the three single-reward baseline runs' task files with 1/3 each.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SoupArgs {
+    /// A LoRA file (repeat it: at least two).
+    #[arg(long = "lora", value_name = "FILE", required = true)]
+    pub loras: Vec<PathBuf>,
+    /// The coefficients c_k, comma-separated, one per --lora, summing to 1 [default: equal].
+    #[arg(long, value_name = "C1,C2,...", value_delimiter = ',', action = ArgAction::Set,
+          value_parser = |c: &str| c.trim().parse::<f64>())]
+    pub coefficients: Option<Vec<f64>>,
+    /// The soup's LoRA file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
 
-  Writes one LoRA file whose update is sum_k c_k * (update of FILE_k), exactly (pairs side by
-  side). Coefficients must sum to 1 (default: equal). The paper's soup: the three single-reward
-  baseline runs' task files with 1/3 each.";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut coefficients: Option<Vec<f64>> = None;
-    let mut out = None;
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--lora" => files.push(f.value(flag)?.into()),
-            "--coefficients" => {
-                let v = f.value(flag)?;
-                let parsed: Result<Vec<f64>, _> =
-                    v.split(',').map(|c| c.trim().parse::<f64>()).collect();
-                coefficients = Some(
-                    parsed.map_err(|_| anyhow::anyhow!("--coefficients: cannot parse {v:?}"))?,
-                );
-            }
-            "--out" => out = Some(PathBuf::from(f.value(flag)?)),
-            other => return Err(f.unknown(other)),
+impl SoupArgs {
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.loras.len();
+        if n < 2 {
+            return Err(format!("a soup needs at least two --lora files, got {n}"));
+        }
+        match &self.coefficients {
+            Some(c) if c.len() != n => Err(format!(
+                "--coefficients: {} coefficients for {n} --lora files",
+                c.len()
+            )),
+            _ => Ok(()),
         }
     }
-    if files.len() < 2 {
-        bail!("a soup needs at least two --lora files\n{USAGE}");
-    }
-    let out = out.with_context(|| format!("--out is required\n{USAGE}"))?;
+}
+
+pub fn run(a: &SoupArgs) -> Result<()> {
+    // Checked at parse time too; here because zip below would drop unmatched files silently.
+    a.validate().map_err(anyhow::Error::msg)?;
+    let (files, out) = (&a.loras, &a.out);
     let n = files.len();
-    let coefficients = coefficients.unwrap_or_else(|| vec![1.0 / n as f64; n]);
-    if coefficients.len() != n {
-        bail!("{} coefficients for {n} LoRA files", coefficients.len());
-    }
+    let coefficients = a
+        .coefficients
+        .clone()
+        .unwrap_or_else(|| vec![1.0 / n as f64; n]);
     let info = lora_group::soup_files(
-        &files.into_iter().zip(coefficients).collect::<Vec<_>>(),
+        &files.iter().cloned().zip(coefficients).collect::<Vec<_>>(),
         "unet",
-        &out,
+        out,
     )?;
     println!(
         "{}: {} layers, rank {}",

@@ -1,32 +1,28 @@
-//! `ril train --config FILE [--resume]`: runs a task sequence with the baseline or RID.
+//! `ril train --config FILE [--resume] [--check]`: runs a task sequence with the baseline or RID.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rid_trainer::TrainConfig;
 
-pub const USAGE: &str = "\
-usage: ril train --config FILE [--resume] [--check]
+/// Fine-tunes on a sequence of rewards (baseline or RID), as a TOML run config says.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// A TOML run description (configs/tiny/*.toml, configs/paper/*.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Continue the run in the config's output folder from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Only parse and validate the config.
+    #[arg(long)]
+    pub check: bool,
+}
 
-  --config   a TOML run description (configs/tiny/*.toml, configs/paper/*.toml)
-  --resume   continue the run in the config's output folder from its last checkpoint
-  --check    only parse and validate the config";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let mut config = None;
-    let (mut resume, mut check) = (false, false);
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "--config" => config = Some(PathBuf::from(f.value(flag)?)),
-            "--resume" => resume = true,
-            "--check" => check = true,
-            other => return Err(f.unknown(other)),
-        }
-    }
-    let path = config.with_context(|| format!("--config is required\n{USAGE}"))?;
-    let config = TrainConfig::from_file(&path)?;
-    if check {
+pub fn run(a: &TrainArgs) -> Result<()> {
+    let (path, resume) = (&a.config, a.resume);
+    let config = TrainConfig::from_file(path)?;
+    if a.check {
         println!(
             "{}: valid ({} tasks, method {:?})",
             path.display(),

@@ -196,10 +196,12 @@ fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
         latents.to_str().unwrap(),
         out.to_str().unwrap(),
     );
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    // Runtime errors exit with 1, argument errors (clap's) with 2.
+    let cases: Vec<(Vec<&str>, i32, &[&str])> = vec![
         (
             sample_args("/nonexistent/model-folder", l, o),
-            "/nonexistent/model-folder",
+            1,
+            &["/nonexistent/model-folder"],
         ),
         (
             {
@@ -207,7 +209,8 @@ fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
                 a[10] = "128"; // height 128 does not match the [2, 4, 8, 8] latents
                 a
             },
-            "expected [2, 4, 16, 8]",
+            1,
+            &["expected [2, 4, 16, 8]"],
         ),
         (
             {
@@ -215,32 +218,276 @@ fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
                 a[4] = "";
                 a
             },
-            "prompt 0 is empty",
+            1,
+            &["prompt 0 is empty"],
         ),
         (
             vec!["sample", "--model", m, "--prompt", "x", "--out", o],
-            "--seed S or --latents FILE",
+            2,
+            &["--seed", "--latents", "required"],
         ),
-        (vec!["sample", "--bogus"], "unknown option --bogus"),
+        (
+            [&sample_args(m, l, o)[..], &["--seed", "3"]].concat(),
+            2,
+            &["--seed", "--latents", "cannot be used with"],
+        ),
+        (vec!["sample", "--bogus"], 2, &["'--bogus'"]),
+        (
+            [&sample_args(m, l, o)[..], &["--height", "64"]].concat(),
+            2,
+            &["--height", "cannot be used multiple times"],
+        ),
+        (
+            {
+                let mut a = sample_args(m, l, o);
+                a[14] = "ten";
+                a
+            },
+            2,
+            &["--steps", "'ten'"],
+        ),
+        (
+            [&sample_args(m, l, o)[..], &["--backend", "tpu"]].concat(),
+            2,
+            &["--backend", "'tpu'", "cpu, cuda"],
+        ),
         (
             {
                 let mut a = sample_args(m, l, o);
                 a[20] = "/nonexistent/latents.safetensors";
                 a
             },
-            "/nonexistent/latents.safetensors",
+            1,
+            &["/nonexistent/latents.safetensors"],
         ),
     ];
-    for (args, needle) in cases {
+    for (args, code, needles) in cases {
         let r = ril(&args, &[]);
         let err = String::from_utf8_lossy(&r.stderr);
-        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
-        assert!(
-            err.contains(needle),
-            "{args:?}: expected {needle:?} in {err}"
-        );
+        assert_eq!(r.status.code(), Some(code), "{args:?}: {err}");
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{args:?}: expected {needle:?} in {err}"
+            );
+        }
+        assert!(err.starts_with("error: "), "{err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The subcommands, in the order `ril --help` lists them.
+const COMMANDS: [&str; 7] = ["sample", "score", "train", "soup", "eval", "fid", "bench"];
+
+#[test]
+fn help_lists_every_command_and_documents_every_flag() {
+    let o = ril(&["--help"], &[]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for c in COMMANDS {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(c)),
+            "{c} missing from\n{help}"
+        );
+    }
+    // Every subcommand's --help exits 0 and names each of its flags.
+    let flags: [(&str, &[&str]); 7] = [
+        (
+            "sample",
+            &[
+                "--model",
+                "--prompt",
+                "--negative-prompt",
+                "--height",
+                "--width",
+                "--steps",
+                "--guidance",
+                "--eta",
+                "--seed",
+                "--latents",
+                "--out",
+                "--lora",
+                "--backend",
+            ],
+        ),
+        (
+            "score",
+            &[
+                "--reward",
+                "--images",
+                "--prompts",
+                "--weights",
+                "--quality",
+                "--clip",
+                "--tokenizer",
+                "--model-config",
+                "--out",
+            ],
+        ),
+        ("train", &["--config", "--resume", "--check"]),
+        ("soup", &["--lora", "--coefficients", "--out"]),
+        (
+            "eval",
+            &[
+                "--config",
+                "--lora",
+                "--prompts",
+                "--images-per-prompt",
+                "--metrics",
+                "--batch",
+                "--grid-prompts",
+                "--fid-reference",
+                "--fid-weights",
+                "--fid-hash-weights",
+                "--clip-model",
+                "--out",
+            ],
+        ),
+        (
+            "fid",
+            &["--real", "--fake", "--weights", "--hash-weights", "--batch"],
+        ),
+        (
+            "bench",
+            &[
+                "--preset",
+                "--backend",
+                "--dtype",
+                "--what",
+                "--reps",
+                "--steps",
+                "--batch",
+                "--json",
+            ],
+        ),
+    ];
+    for (c, flags) in flags {
+        let o = ril(&[c, "--help"], &[]);
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{c} --help");
+        for f in flags {
+            assert!(
+                help.contains(&format!("{f} ")) || help.contains(&format!("{f}\n")),
+                "ril {c} --help lacks {f}:\n{help}"
+            );
+        }
+    }
+    // Defaults and choices are visible.
+    let o = ril(&["sample", "--help"], &[]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for s in [
+        "[default: 512]",
+        "[default: 7.5]",
+        "[default: cpu]",
+        "cpu, cuda",
+    ] {
+        assert!(help.contains(s), "sample --help lacks {s}:\n{help}");
+    }
+    let o = ril(&["bench", "--help"], &[]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for s in ["sd15", "train-step", "bf16", "[default: tiny]"] {
+        assert!(help.contains(s), "bench --help lacks {s}:\n{help}");
+    }
+}
+
+#[test]
+fn flag_equals_value_and_exactly_one_of_seed_and_latents() {
+    let dir = scratch("equals");
+    let out = dir.join("out");
+    let model = fixture("tiny-sd");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt=a photo of a cat",
+            "--height=64",
+            "--width=64",
+            "--steps=2",
+            // A negative number is a value, not a flag.
+            "--guidance",
+            "-1.5",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.push(format!("--out={}", out.display()));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: &[String]| ril(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let o = run(&args(&["--seed=3"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img = image::open(out.join("000.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (64, 64));
+    std::fs::remove_dir_all(&out).unwrap();
+    let latents = latents_file(&dir);
+    for extra in [
+        vec![],
+        vec![
+            "--seed=3".to_string(),
+            format!("--latents={}", latents.display()),
+        ],
+    ] {
+        let a = [args(&[]), extra].concat();
+        let o = run(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {err}");
+        assert!(err.contains("--seed") && err.contains("--latents"), "{err}");
+        assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn arguments_that_are_not_utf8_are_errors_not_panics() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"caf\xe9");
+    let dir = scratch("utf8");
+    let run = |args: &[&OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_ril"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let s = |v: &'static str| OsStr::new(v);
+    let cases: Vec<(Vec<&OsStr>, i32, &str)> = vec![
+        // A text value: an argument error naming the flag.
+        (
+            vec![
+                s("sample"),
+                s("--model"),
+                s("m"),
+                s("--prompt"),
+                bad,
+                s("--seed"),
+                s("0"),
+                s("--out"),
+                dir.as_os_str(),
+            ],
+            2,
+            "for '--prompt <TEXT>': not valid UTF-8",
+        ),
+        // A command or a flag.
+        (vec![bad], 2, "error:"),
+        (vec![s("score"), bad], 2, "error:"),
+        // A path may be any OsString: this folder does not exist, which is the error.
+        (
+            vec![s("score"), s("--reward"), s("compress"), s("--images"), bad],
+            1,
+            "cannot read image folder",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(
+            err.contains(needle) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
