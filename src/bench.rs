@@ -91,8 +91,13 @@ fn name(v: impl ValueEnum) -> String {
 
 impl Args {
     pub fn validate(&self) -> Result<(), String> {
-        if self.dtype == Dtype::Bf16 && self.backend != BackendKind::Cuda {
-            return Err("--dtype bf16 needs --backend cuda (the CPU backend runs f32)".to_string());
+        if self.dtype == Dtype::Bf16
+            && !matches!(self.backend, BackendKind::Cuda | BackendKind::TchCuda)
+        {
+            return Err(
+                "--dtype bf16 needs --backend cuda or tch-cuda (the CPU backends run f32)"
+                    .to_string(),
+            );
         }
         Ok(())
     }
@@ -131,24 +136,26 @@ fn sync<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) {
 
 pub fn run(a: &Args) -> Result<()> {
     a.validate().map_err(anyhow::Error::msg)?;
+    match a.dtype {
+        Dtype::F32 => ril::on_backend!(a.backend, autodiff, |B, device| bench::<B>(a, &device)),
+        Dtype::Bf16 => bench_bf16(a),
+    }
+}
+
+/// bf16 on a GPU backend (validate() refused the others).
+fn bench_bf16(a: &Args) -> Result<()> {
     match a.backend {
-        BackendKind::Cpu => bench::<sd_model::backend::CpuAutodiff>(a, &Default::default()),
-        BackendKind::Cuda => bench_cuda(a),
+        #[cfg(feature = "cuda-base")]
+        BackendKind::Cuda => {
+            bench::<sd_model::backend::CudaBf16Autodiff>(a, &sd_model::backend::cuda_device()?)
+        }
+        #[cfg(feature = "tch")]
+        BackendKind::TchCuda => bench::<sd_model::backend::TchBf16Autodiff>(
+            a,
+            &sd_model::backend::tch_device(a.backend)?,
+        ),
+        other => anyhow::bail!("backend {other} with bf16: this ril was built without it"),
     }
-}
-
-#[cfg(feature = "cuda-base")]
-fn bench_cuda(a: &Args) -> Result<()> {
-    if a.dtype == Dtype::Bf16 {
-        bench::<sd_model::backend::CudaBf16Autodiff>(a, &sd_model::backend::cuda_device()?)
-    } else {
-        bench::<sd_model::backend::CudaAutodiff>(a, &sd_model::backend::cuda_device()?)
-    }
-}
-
-#[cfg(not(feature = "cuda-base"))]
-fn bench_cuda(_: &Args) -> Result<()> {
-    anyhow::bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }
 
 fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {

@@ -50,7 +50,9 @@ impl Command {
         match self {
             Command::Sample(a) => crate::sample::run(&a),
             Command::Score(a) => {
-                crate::score::run::<sd_model::backend::Cpu>(&a, &Default::default())
+                ril::on_backend!(a.backend, inner, |B, device| crate::score::run::<B>(
+                    &a, &device
+                ))
             }
             Command::Train(a) => crate::train::run(&a),
             Command::Soup(a) => crate::soup::run(&a),

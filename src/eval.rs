@@ -88,12 +88,9 @@ pub fn run(a: &EvalArgs) -> Result<()> {
             }),
         clip_model: a.clip_model.clone(),
     };
-    match config.model.backend {
-        sd_model::backend::BackendKind::Cuda => eval_cuda(&config, &a.loras, &spec, &a.out),
-        sd_model::backend::BackendKind::Cpu => {
-            eval::<sd_model::backend::Cpu>(&config, &a.loras, &spec, &a.out, &Default::default())
-        }
-    }
+    ril::on_backend!(config.model.backend, inner, |B, device| {
+        eval::<B>(&config, &a.loras, &spec, &a.out, &device)
+    })
 }
 
 fn eval<B: Backend>(
@@ -116,19 +113,4 @@ fn eval<B: Backend>(
         println!("{}\tskipped: {why}", m.name());
     }
     Ok(())
-}
-
-#[cfg(feature = "cuda-base")]
-fn eval_cuda(
-    config: &TrainConfig,
-    loras: &[PathBuf],
-    spec: &EvalSpec,
-    out: &std::path::Path,
-) -> Result<()> {
-    eval::<sd_model::backend::Cuda>(config, loras, spec, out, &sd_model::backend::cuda_device()?)
-}
-
-#[cfg(not(feature = "cuda-base"))]
-fn eval_cuda(_: &TrainConfig, _: &[PathBuf], _: &EvalSpec, _: &std::path::Path) -> Result<()> {
-    anyhow::bail!("this ril was built without CUDA: rebuild with `--features cuda`")
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::ArgGroup;
 use ril_metrics::fid::{folder_stats, frechet_distance, inception};
+use sd_model::backend::BackendKind;
 
 use crate::cli::at_least_one;
 
@@ -30,6 +31,11 @@ pub struct FidArgs {
     /// tests and runs without the file).
     #[arg(long)]
     pub hash_weights: bool,
+    /// The backend: cpu (burn-flex), cuda (`--features cuda`), tch-cpu or tch-cuda (LibTorch,
+    /// `--features tch`).
+    #[arg(long, value_name = "BACKEND", default_value_t = BackendKind::Cpu,
+          value_parser = crate::cli::one_of(&BackendKind::ALL, BackendKind::name))]
+    pub backend: BackendKind,
     /// Images per Inception batch.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_least_one())]
     pub batch: usize,
@@ -37,11 +43,11 @@ pub struct FidArgs {
 
 pub fn run(args: &FidArgs) -> Result<()> {
     let (weights, batch) = (args.weights.as_deref(), args.batch);
-    type B = sd_model::backend::Cpu;
-    let device = Default::default();
-    let model = inception::<B>(weights, &device)?;
-    let a = folder_stats(&model, weights, &args.real, batch, &device)?;
-    let b = folder_stats(&model, weights, &args.fake, batch, &device)?;
+    let (a, b) = ril::on_backend!(args.backend, inner, |B, device| {
+        let model = inception::<B>(weights, &device)?;
+        let a = folder_stats(&model, weights, &args.real, batch, &device)?;
+        folder_stats(&model, weights, &args.fake, batch, &device).map(|b| (a, b))
+    })?;
     println!("FID: {:.6}", frechet_distance(&a, &b)?);
     Ok(())
 }

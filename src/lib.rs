@@ -4,3 +4,4 @@
 pub use sd_model;
 
 pub mod args;
+pub mod backends;

@@ -78,20 +78,7 @@ impl SampleArgs {
 
 /// Runs `ril sample`.
 pub fn run(a: &SampleArgs) -> Result<()> {
-    match a.backend {
-        BackendKind::Cuda => run_cuda(a),
-        BackendKind::Cpu => sample::<sd_model::backend::Cpu>(a, &Default::default()),
-    }
-}
-
-#[cfg(feature = "cuda-base")]
-fn run_cuda(a: &SampleArgs) -> Result<()> {
-    sample::<sd_model::backend::Cuda>(a, &sd_model::backend::cuda_device()?)
-}
-
-#[cfg(not(feature = "cuda-base"))]
-fn run_cuda(_: &SampleArgs) -> Result<()> {
-    bail!("this ril was built without CUDA: rebuild with `--features cuda`")
+    ril::on_backend!(a.backend, inner, |B, device| sample::<B>(a, &device))
 }
 
 /// Reads a latents file: a safetensors tensor `latents` [B, 4, H/8, W/8].

@@ -13,6 +13,7 @@ use rewards::hps::Hps;
 use rewards::images::{image_files, load_images};
 use rewards::jpeg::Compressibility;
 use rewards::openclip::OpenClipConfig;
+use sd_model::backend::BackendKind;
 
 use crate::cli::{one_of, text};
 
@@ -55,6 +56,11 @@ pub struct ScoreArgs {
     /// Also write {"reward", "scores": [{"image", "score"}], "mean"} as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// The backend: cpu (burn-flex), cuda (`--features cuda`), tch-cpu or tch-cuda (LibTorch,
+    /// `--features tch`).
+    #[arg(long, value_name = "BACKEND", default_value_t = BackendKind::Cpu,
+          value_parser = crate::cli::one_of(&BackendKind::ALL, BackendKind::name))]
+    pub backend: BackendKind,
 }
 
 impl ScoreArgs {

@@ -17,6 +17,11 @@ pub struct TrainArgs {
     /// Only parse and validate the config.
     #[arg(long)]
     pub check: bool,
+    /// Time each phase of every step (sampling, last step, decode, reward, distillation,
+    /// backward, optimiser): written to metrics.jsonl as `phases_s` and summed per task on
+    /// stderr. Each phase then waits for its device work, which slows a GPU run a little.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
@@ -31,34 +36,16 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let run_dir = match config.model.backend {
-        sd_model::backend::BackendKind::Cuda => train_cuda(&config, resume)?,
-        sd_model::backend::BackendKind::Cpu => {
-            rid_trainer::train::<sd_model::backend::CpuAutodiff>(
-                &config,
-                resume,
-                &Default::default(),
-            )?
-            .run_dir
-        }
+    let opts = rid_trainer::RunOptions {
+        resume,
+        profile: a.profile || std::env::var_os("RIL_PROFILE").is_some_and(|v| v == "1"),
     };
+    let run_dir: PathBuf = ril::on_backend!(config.model.backend, autodiff, |B, device| {
+        rid_trainer::run::<B>(&config, opts, &device, &|kind| {
+            rewards::build::build_reward::<B>(kind, &config.rewards, &device)
+        })
+        .map(|s| s.run_dir)
+    })?;
     println!("run finished: {}", run_dir.display());
     Ok(())
-}
-
-#[cfg(feature = "cuda-base")]
-fn train_cuda(config: &TrainConfig, resume: bool) -> Result<PathBuf> {
-    Ok(rid_trainer::train::<sd_model::backend::CudaAutodiff>(
-        config,
-        resume,
-        &sd_model::backend::cuda_device()?,
-    )?
-    .run_dir)
-}
-
-#[cfg(not(feature = "cuda-base"))]
-fn train_cuda(_: &TrainConfig, _: bool) -> Result<PathBuf> {
-    anyhow::bail!(
-        "this ril was built without CUDA: rebuild with `--features cuda`, or set model.backend = \"cpu\""
-    )
 }

@@ -16,8 +16,15 @@ use sd_model::noise::NoiseRng;
 use sd_model::{Conditioning, denoise};
 use sd_model::{DdimConfig, DdimScheduler, StableDiffusion};
 
+#[cfg(not(feature = "tch"))]
 type AD = sd_model::backend::CpuAutodiff;
+#[cfg(feature = "tch")]
+type AD = sd_model::backend::TchAutodiff;
+// The backend the tests run on: burn-flex, or LibTorch on the CPU with `--features tch`.
+#[cfg(not(feature = "tch"))]
 type B = sd_model::backend::Cpu;
+#[cfg(feature = "tch")]
+type B = sd_model::backend::Tch;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

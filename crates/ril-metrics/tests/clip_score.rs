@@ -13,7 +13,11 @@ use ril_metrics::clip_score::{ClipScorer, pixel_values};
 use ril_metrics::pil::resize_bicubic;
 use sd_model::ClipTextConfig;
 
+// The backend the tests run on: burn-flex, or LibTorch on the CPU with `--features tch`.
+#[cfg(not(feature = "tch"))]
 type B = sd_model::backend::Cpu;
+#[cfg(feature = "tch")]
+type B = sd_model::backend::Tch;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -9,7 +9,11 @@ use ril_metrics::eval::eval_noise;
 use ril_metrics::{EvalSpec, Metric, evaluate};
 use sd_model::StableDiffusion;
 
+// The backend the tests run on: burn-flex, or LibTorch on the CPU with `--features tch`.
+#[cfg(not(feature = "tch"))]
 type B = sd_model::backend::Cpu;
+#[cfg(feature = "tch")]
+type B = sd_model::backend::Tch;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

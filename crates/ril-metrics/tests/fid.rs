@@ -9,7 +9,11 @@ use ril_metrics::fid::{Stats, features, frechet_distance, hash_inception, hash_v
 use ril_testkit::assert_close;
 use sd_model::load::SafetensorsFile;
 
+// The backend the tests run on: burn-flex, or LibTorch on the CPU with `--features tch`.
+#[cfg(not(feature = "tch"))]
 type B = sd_model::backend::Cpu;
+#[cfg(feature = "tch")]
+type B = sd_model::backend::Tch;
 
 fn fixture() -> SafetensorsFile {
     let p: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fid.safetensors");

@@ -1,4 +1,5 @@
-//! The backends ril runs on: Burn's flex CPU backend by default, CUDA behind the `cuda` feature.
+//! The backends ril runs on: Burn's flex CPU backend by default, burn-cuda behind the `cuda`
+//! feature, and Burn's LibTorch backend (burn-tch, CPU or CUDA) behind the `tch` feature.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,17 +12,28 @@ pub enum BackendKind {
     Cpu,
     /// burn-cuda, in a build with `--features cuda` (or `cuda-base`).
     Cuda,
+    /// LibTorch on the CPU (burn-tch), in a build with `--features tch`.
+    TchCpu,
+    /// LibTorch on CUDA device 0 (burn-tch: cuDNN, cuBLAS, fused SDPA), `--features tch`.
+    TchCuda,
 }
 
 impl BackendKind {
     /// Every backend, in the order `--help` lists them.
-    pub const ALL: [BackendKind; 2] = [BackendKind::Cpu, BackendKind::Cuda];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Cpu,
+        BackendKind::Cuda,
+        BackendKind::TchCpu,
+        BackendKind::TchCuda,
+    ];
 
     /// The name on the command line and in configs.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::TchCpu => "tch-cpu",
+            BackendKind::TchCuda => "tch-cuda",
         }
     }
 }
@@ -94,6 +106,37 @@ fn names<T: std::fmt::Display>(all: &[T]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The LibTorch backend (burn-tch, f32) on the device of [`tch_device`].
+#[cfg(feature = "tch")]
+pub type Tch = burn_tch::LibTorch<f32>;
+/// The LibTorch backend with autodiff.
+#[cfg(feature = "tch")]
+pub type TchAutodiff = burn::backend::Autodiff<Tch>;
+/// The LibTorch backend with every float tensor in bf16.
+#[cfg(feature = "tch")]
+pub type TchBf16 = burn_tch::LibTorch<burn::tensor::bf16>;
+/// The bf16 LibTorch backend with autodiff.
+#[cfg(feature = "tch")]
+pub type TchBf16Autodiff = burn::backend::Autodiff<TchBf16>;
+
+/// The LibTorch device of `kind` (`tch-cpu` or `tch-cuda`); CUDA must be available to torch.
+#[cfg(feature = "tch")]
+pub fn tch_device(kind: BackendKind) -> anyhow::Result<burn_tch::LibTorchDevice> {
+    match kind {
+        BackendKind::TchCpu => Ok(burn_tch::LibTorchDevice::Cpu),
+        BackendKind::TchCuda => {
+            if !tch::Cuda::is_available() {
+                anyhow::bail!(
+                    "--backend tch-cuda: libtorch sees no CUDA device (is this torch a CUDA build, \
+                     and is the NVIDIA driver loaded?)"
+                );
+            }
+            Ok(burn_tch::LibTorchDevice::Cuda(0))
+        }
+        other => anyhow::bail!("{other} is not a LibTorch backend"),
+    }
 }
 
 /// The CPU backend (burn-flex, f32).

@@ -9,8 +9,15 @@ use burn::prelude::*;
 use sd_model::load::SafetensorsFile;
 use serde_json::Value;
 
+// The backend the tests run on: burn-flex, or LibTorch on the CPU with `--features tch`.
+#[cfg(not(feature = "tch"))]
 pub type B = sd_model::backend::Cpu;
+#[cfg(feature = "tch")]
+pub type B = sd_model::backend::Tch;
+#[cfg(not(feature = "tch"))]
 pub type AD = sd_model::backend::CpuAutodiff;
+#[cfg(feature = "tch")]
+pub type AD = sd_model::backend::TchAutodiff;
 
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,8 +6,15 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use sd_model::load::SafetensorsFile;
 
+// The backend the tests run on: burn-flex, or LibTorch on the CPU with `--features tch`.
+#[cfg(not(feature = "tch"))]
 pub type B = sd_model::backend::Cpu;
+#[cfg(feature = "tch")]
+pub type B = sd_model::backend::Tch;
+#[cfg(not(feature = "tch"))]
 pub type AD = sd_model::backend::CpuAutodiff;
+#[cfg(feature = "tch")]
+pub type AD = sd_model::backend::TchAutodiff;
 
 /// `crates/sd-model/tests/fixtures/...`
 pub fn fixture(rel: &str) -> PathBuf {
