@@ -11,6 +11,12 @@ fn root() -> PathBuf {
 }
 
 /// configs/tiny/rid-ahc.toml with absolute paths and its output in `out`, written to `dir`.
+/// The run's backend: burn-flex, or LibTorch on the CPU in a `--features tch` build.
+#[cfg(not(feature = "tch"))]
+const BACKEND: &str = "backend = \"cpu\"";
+#[cfg(feature = "tch")]
+const BACKEND: &str = "backend = \"tch-cpu\"";
+
 fn config(dir: &Path, out: &Path) -> PathBuf {
     let tiny = root().join("configs/tiny");
     let text = std::fs::read_to_string(tiny.join("rid-ahc.toml")).unwrap();
@@ -38,7 +44,7 @@ fn config(dir: &Path, out: &Path) -> PathBuf {
         )
         .replace(
             &format!("backend = \"{}\"", tiny.join("cpu").display()),
-            "backend = \"cpu\"",
+            BACKEND,
         );
     let fixed = ["aesthetic", "hps", "compress"].iter().fold(fixed, |t, n| {
         t.replace(
