@@ -564,3 +564,47 @@ fn a_checkpoint_resumes_only_into_the_same_task_and_shapes() {
         "{err}"
     );
 }
+
+#[test]
+fn a_profiled_run_logs_where_each_step_went() {
+    let _serial = autodiff_serially();
+    let mut c = tiny("profile");
+    c.tasks.truncate(1);
+    c.tasks[0].reward = RewardKind::Compress;
+    c.tasks[0].epochs = 1;
+    c.tasks[0].steps_per_epoch = 2;
+    let opts = rid_trainer::RunOptions {
+        resume: false,
+        profile: true,
+    };
+    rid_trainer::run::<AD>(&c, opts, &Default::default(), &|_| {
+        Ok(Box::new(rewards::jpeg::Compressibility::default()))
+    })
+    .unwrap();
+    let log = std::fs::read_to_string(c.output.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let phases = line["phases_s"]
+            .as_object()
+            .expect("phases_s when profiling");
+        // RID: every phase ran, so each took some time, and together no more than the step.
+        for name in [
+            "sampling",
+            "last_step",
+            "decode",
+            "reward",
+            "distill",
+            "backward",
+            "optimiser",
+        ] {
+            assert!(phases[name].as_f64().unwrap() > 0.0, "{name}: {line}");
+        }
+        let sum: f64 = phases.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!(sum <= line["time_s"].as_f64().unwrap(), "{line}");
+    }
+    std::fs::remove_dir_all(&c.output).unwrap();
+}
