@@ -559,7 +559,7 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         return Ok(());
     }
-    let backend = base_config(&preset, Method::Rid)?.model.backend;
+    let backend = base_config(&preset, Method::Rid)?.model.backend.name();
     let ril = ril_binary(&preset, &backend)?;
     let mut results = Vec::new();
     for (m, o) in &cells {
