@@ -45,7 +45,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = root.join("bench");
     std::fs::create_dir_all(&out)?;
-    let mut build = Command::new(env!("CARGO"));
+    let mut build = crate::caller_command(env!("CARGO"));
     build
         .current_dir(&root)
         .args(["build", "--release", "--bin", "ril"]);

@@ -75,7 +75,7 @@ fn cell_config(preset: &str, method: Method, order: &str, dir: &Path) -> Result<
 }
 
 fn ril_binary(preset: &str, backend: &str) -> Result<PathBuf> {
-    let mut build = Command::new(env!("CARGO"));
+    let mut build = crate::caller_command(env!("CARGO"));
     build.current_dir(root()).args(["build", "--bin", "ril"]);
     let release = preset == "paper";
     if release {

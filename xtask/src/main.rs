@@ -25,6 +25,36 @@ pub fn target_dir() -> std::path::PathBuf {
     }
 }
 
+/// Variables `cargo run` sets for the program it runs (besides `CARGO_PKG_*`; the Cargo book's
+/// "Environment variables Cargo sets for crates"). Cargo compares the variables a build script
+/// declared with `rerun-if-env-changed` against its own environment: ring's build script
+/// declares CARGO_MANIFEST_DIR, CARGO_PKG_NAME, CARGO_PKG_VERSION_* and more, so a cargo started
+/// with xtask's values reruns ring's build script and rebuilds ring, rustls, ureq, hf-hub and
+/// every workspace crate above them; the caller's next `cargo` (without them) then rebuilds them
+/// again.
+const SET_BY_CARGO_RUN: [&str; 7] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+];
+
+/// `program` with the variables `cargo run` set for xtask removed from its environment, so that
+/// a cargo it starts sees the environment of the shell that ran `cargo xtask`.
+pub fn caller_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_PKG_") || SET_BY_CARGO_RUN.contains(&n.as_ref()) {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
 /// Runs `cmd`; a failure to start or a non-zero exit is an error naming the command.
 pub fn run_command(cmd: &mut Command) -> Result<()> {
     let s = cmd
@@ -37,7 +67,7 @@ pub fn run_command(cmd: &mut Command) -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    let status = Command::new(env!("CARGO"))
+    let status = caller_command(env!("CARGO"))
         .args(args)
         .status()
         .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
