@@ -3,5 +3,4 @@
 
 pub use sd_model;
 
-pub mod args;
 pub mod backends;

@@ -2,79 +2,50 @@
 //! PyTorch reference (tools/bench/bench.py) with the same thread count, then writes both JSON
 //! records and a Markdown table of the ratios ril / PyTorch under `bench/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-pub const USAGE: &str = "\
-usage: cargo xtask bench [sample|train-step|all] [--preset tiny|sd15] [--backend cpu|cuda]
-                         [--threads N] [--reps N] [--steps N] [--batch N] [--compare]
-                         [--python PATH]
+use crate::cli::{BenchArgs, name_of};
 
-  --steps, --batch  override the preset's DDIM steps and batch (both sides)
-  --compare  also run tools/bench/bench.py (needs torch, diffusers, peft, kornia: --python or
-             $RIL_PYTHON, default python3) and print the ratio ril / PyTorch
-  Writes bench/ril-PRESET-BACKEND.json, bench/pytorch-PRESET-BACKEND.json and
-  bench/report-PRESET-BACKEND.md.";
-
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut what, mut preset, mut backend) =
-        ("all".to_string(), "tiny".to_string(), "cpu".to_string());
-    let (mut threads, mut reps, mut compare) = (2usize, 5usize, false);
-    let mut extra: Vec<String> = Vec::new();
-    let mut python = std::env::var("RIL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut f = ril::args::Flags::new(args, USAGE);
-    while let Some(flag) = f.next_flag() {
-        match flag {
-            "sample" | "train-step" | "all" => what = flag.to_string(),
-            "--preset" => preset = f.value(flag)?,
-            "--backend" => backend = f.value(flag)?,
-            "--threads" => threads = f.parse(flag)?,
-            "--reps" => reps = f.parse(flag)?,
-            "--compare" => compare = true,
-            "--steps" | "--batch" => {
-                let v: usize = f.parse(flag)?;
-                extra.extend([flag.to_string(), v.to_string()]);
-            }
-            "--python" => python = f.value(flag)?,
-            other => return Err(f.unknown(other)),
-        }
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+/// Runs `cargo xtask bench`.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let root = crate::root();
     let out = root.join("bench");
     std::fs::create_dir_all(&out)?;
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .current_dir(&root)
-        .args(["build", "--release", "--bin", "ril"]);
-    if backend == "cuda" {
-        build.args(["--features", "cuda"]);
-    }
-    crate::run_command(&mut build)?;
+    let ril_path = crate::cargo::build_ril(true, a.backend)?;
+    let (preset, backend, what) = (name_of(&a.preset), a.backend.name(), name_of(&a.what));
+    let (threads, reps) = (a.threads.to_string(), a.reps.to_string());
     let tag = format!("{preset}-{backend}");
     let ril_json = out.join(format!("ril-{tag}.json"));
-    let mut ril = Command::new(crate::target_dir().join("release/ril"));
+    let mut ril = Command::new(ril_path);
     ril.current_dir(&root)
-        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("RAYON_NUM_THREADS", &threads)
         .args([
             "bench",
             "--preset",
             &preset,
             "--backend",
-            &backend,
+            backend,
             "--what",
             &what,
             "--reps",
-            &reps.to_string(),
+            &reps,
         ])
-        .args(&extra)
+        .args(overrides(a))
         .arg("--json")
         .arg(&ril_json);
     crate::run_command(&mut ril)?;
     let ours = read(&ril_json)?;
-    let theirs = if compare {
+    let theirs = if a.compare {
+        let python = match &a.python {
+            Some(p) => p.clone(),
+            None => std::env::var_os("RIL_PYTHON")
+                .unwrap_or_else(|| "python3".into())
+                .into(),
+        };
         let py_json = out.join(format!("pytorch-{tag}.json"));
         let mut py = Command::new(&python);
         py.current_dir(&root)
@@ -83,15 +54,15 @@ pub fn run(args: &[String]) -> Result<()> {
                 "--preset",
                 &preset,
                 "--device",
-                &backend,
+                torch_device(a.backend),
                 "--threads",
-                &threads.to_string(),
+                &threads,
                 "--reps",
-                &reps.to_string(),
+                &reps,
                 "--what",
                 &what,
             ])
-            .args(&extra)
+            .args(overrides(a))
             .arg("--json")
             .arg(&py_json);
         crate::run_command(&mut py)?;
@@ -104,6 +75,17 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::write(&md, &table).with_context(|| format!("cannot write {}", md.display()))?;
     println!("{table}\n(written to {})", md.display());
     Ok(())
+}
+
+/// `--steps N` and `--batch N` as given, for both sides.
+fn overrides(a: &BenchArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    for (flag, value) in [("--steps", a.steps), ("--batch", a.batch)] {
+        if let Some(n) = value {
+            v.extend([flag.to_string(), n.to_string()]);
+        }
+    }
+    v
 }
 
 fn read(path: &Path) -> Result<Value> {
@@ -188,4 +170,13 @@ pub fn report(ours: &Value, theirs: Option<&Value>, machine: &str) -> String {
         theirs.map(rr).unwrap_or_else(|| "–".into())
     ));
     s
+}
+
+/// The torch device of the PyTorch reference that runs where ril's `backend` runs.
+fn torch_device(backend: sd_model::backend::BackendKind) -> &'static str {
+    use sd_model::backend::BackendKind;
+    match backend {
+        BackendKind::Cpu | BackendKind::TchCpu => "cpu",
+        BackendKind::Cuda | BackendKind::TchCuda => "cuda",
+    }
 }

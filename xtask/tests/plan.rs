@@ -1,0 +1,148 @@
+//! Grid planning on the repository's presets: which cells `all-orders` plans, the tasks of a
+//! cell in its order, the single-reward and joint configs, the paper preset's dry-run plan (580
+//! optimiser steps per cell, as README says) and the Slurm job script.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use rid_trainer::config::{Method, RewardKind};
+use xtask::cli::Preset;
+use xtask::experiment::plan::{
+    Cell, ORDERS, all_cells, cell_config, dry_run_line, letter, optimiser_steps, single_config,
+    slurm_script,
+};
+
+#[test]
+fn all_orders_plans_every_order_for_baseline_then_rid() {
+    let cells = all_cells();
+    let ids: Vec<String> = cells.iter().map(Cell::id).collect();
+    // 3! orders × 2 methods, baseline first (the order the grid trains and tabulates them).
+    assert_eq!(
+        ids,
+        [
+            "baseline-AHC",
+            "baseline-ACH",
+            "baseline-HAC",
+            "baseline-HCA",
+            "baseline-CAH",
+            "baseline-CHA",
+            "rid-AHC",
+            "rid-ACH",
+            "rid-HAC",
+            "rid-HCA",
+            "rid-CAH",
+            "rid-CHA",
+        ]
+    );
+    // The six orders are exactly the permutations of A, H and C.
+    let mut perms = BTreeSet::new();
+    for a in ['A', 'H', 'C'] {
+        for b in ['A', 'H', 'C'] {
+            for c in ['A', 'H', 'C'] {
+                if a != b && b != c && a != c {
+                    perms.insert(format!("{a}{b}{c}"));
+                }
+            }
+        }
+    }
+    let orders: BTreeSet<String> = ORDERS.iter().map(|o| o.to_string()).collect();
+    assert_eq!(orders, perms);
+}
+
+#[test]
+fn a_cell_trains_the_presets_tasks_in_its_order() {
+    let root = xtask::root();
+    for preset in [Preset::Tiny, Preset::Paper] {
+        for cell in all_cells() {
+            let dir = Path::new("/grid").join(cell.id());
+            let c = cell_config(&root, preset, cell, &dir).unwrap();
+            let letters: String = c.tasks.iter().map(|t| letter(t.reward)).collect();
+            assert_eq!(letters, cell.order, "{preset:?} {}", cell.id());
+            assert_eq!(c.method.kind, cell.method);
+            // The run lives in the cell's folder: resume and the report look for it there.
+            assert_eq!(c.output, dir.join("run"));
+        }
+    }
+}
+
+#[test]
+fn the_paper_preset_plans_580_optimiser_steps_per_cell() {
+    // configs/paper: epochs A 10, H 120, C 15 (the paper) × 4 steps per epoch = 580, in every
+    // order and for both methods; README quotes the number.
+    let root = xtask::root();
+    for cell in all_cells() {
+        let c = cell_config(&root, Preset::Paper, cell, Path::new("/grid")).unwrap();
+        assert_eq!(optimiser_steps(&c), 580, "{}", cell.id());
+    }
+    let cell = Cell {
+        method: Method::Rid,
+        order: "HCA",
+    };
+    let c = cell_config(&root, Preset::Paper, cell, Path::new("/grid")).unwrap();
+    // 580 steps × batch 8 = 4640 images, at 512x512 with 50 DDIM steps.
+    assert_eq!(
+        dry_run_line(cell, &c),
+        "  rid-HCA: 3 tasks [hps -> compress -> aesthetic], 580 optimiser steps, 4640 training \
+         images, 50 DDIM steps each, 512x512"
+    );
+}
+
+#[test]
+fn single_reward_and_joint_runs_are_one_baseline_task() {
+    let root = xtask::root();
+    for (l, reward) in [
+        ('A', RewardKind::Aesthetic),
+        ('H', RewardKind::Hps),
+        ('C', RewardKind::Compress),
+    ] {
+        let c = single_config(&root, Preset::Paper, l, Path::new("/g/single")).unwrap();
+        assert_eq!(c.method.kind, Method::Baseline);
+        assert_eq!(c.tasks.len(), 1);
+        assert_eq!(c.tasks[0].reward, reward);
+    }
+    // Joint tuning: the paper trains 0.01 A + 2 H + C for 20 epochs; the tiny preset keeps the
+    // length of its first task.
+    let paper = single_config(&root, Preset::Paper, 'J', Path::new("/g")).unwrap();
+    assert_eq!(
+        (
+            paper.tasks[0].reward,
+            paper.tasks[0].name.as_str(),
+            paper.tasks[0].epochs
+        ),
+        (RewardKind::Joint, "joint", 20)
+    );
+    let tiny = single_config(&root, Preset::Tiny, 'J', Path::new("/g")).unwrap();
+    let tiny_first = cell_config(
+        &root,
+        Preset::Tiny,
+        Cell {
+            method: Method::Baseline,
+            order: "AHC",
+        },
+        Path::new("/g"),
+    )
+    .unwrap();
+    assert_eq!(tiny.tasks[0].epochs, tiny_first.tasks[0].epochs);
+}
+
+#[test]
+fn the_slurm_script_runs_one_cell_per_array_task() {
+    let cells = all_cells();
+    let s = slurm_script(
+        &cells,
+        Preset::Paper,
+        Path::new("/shared/grid"),
+        Path::new("/src/ril"),
+    );
+    // 12 cells: array indices 0..=11, one METHOD:ORDER entry each.
+    assert!(s.contains("#SBATCH --array=0-11\n"), "{s}");
+    assert!(s.contains("CELLS=(baseline:AHC baseline:ACH "), "{s}");
+    assert!(s.contains(" rid:CHA)\n"), "{s}");
+    assert!(
+        s.contains(
+            "cd /src/ril\ncargo xtask experiment order \"$ORDER\" --method \"$METHOD\" --preset \
+             paper --out /shared/grid\n"
+        ),
+        "{s}"
+    );
+}
