@@ -224,7 +224,7 @@ fn a_folder_of_several_sizes_scores_each_image_as_if_alone() {
             .unwrap();
     }
     let clip = root().join("crates/rewards/tests/fixtures/clip-vision-tiny");
-    let mlp = root().join("../shared/data/weights/sac+logos+ava1-l14-linearMSE.pth");
+    let mlp = root().join("data/weights/sac+logos+ava1-l14-linearMSE.pth");
     type B = sd_model::backend::Cpu;
     let device = Default::default();
     type Scorer = Box<dyn rewards::Reward<B>>;
