@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks in one command, for the device machine (CI never runs it). Build the
-# binary here first and take it along with the wheels PyTorch's side lacks there:
+# binary here first and take it along with the wheels PyTorch's side lacks there. The default
+# backend is LibTorch (BACKEND=tch-cuda; the binary links libtorch dynamically, a few MB):
+#
+#   PATH=~/.cache/ril/torch-2.11.0-venv/bin:$PATH LIBTORCH_USE_PYTORCH=1 \
+#     LIBTORCH_BYPASS_VERSION_CHECK=1 cargo build --release --features tch --bin ril
+#   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-tch.xz
+#
+# or burn-cuda (BACKEND=cuda):
 #
 #   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda-base --bin ril
 #   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-cuda.xz   # .gpu/ is excluded
@@ -20,7 +27,8 @@
 # $OUT (or ./gpu-out) receives summary.txt, report.md, gpu-out.tar.gz with every log and JSON, and
 # cubecl-cache.tar.gz (unpack it into .gpu/ here so that the next call starts warm).
 set -uo pipefail
-RIL=${1:?usage: gpu.sh PATH/TO/ril-cuda[.xz]}
+RIL=${1:?usage: [BACKEND=tch-cuda|cuda] gpu.sh PATH/TO/ril[.xz]}
+BACKEND=${BACKEND:-tch-cuda}
 FINAL=${OUT:-gpu-out}   # gets summary.txt, report.md and gpu-out.tar.gz (everything)
 OUT=/tmp/gpu-out        # the device returns at most 8 files: work here, pack at the end
 BUDGET=${BUDGET:-480}
@@ -41,6 +49,11 @@ for d in $(find /usr/local/cuda*/lib64 /usr/local/cuda*/targets/*/lib /usr/local
     | grep -v /stubs | sort -ru); do   # the toolkit's stub libcuda.so answers garbage: never load it
   LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
+if [ "$BACKEND" = tch-cuda ]; then   # libtorch of the machine's torch (its rpath finds the nvidia wheels)
+  TORCH_LIB=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/torch/lib 2>/dev/null | head -1)
+  [ -z "$TORCH_LIB" ] && TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+fi
 export LD_LIBRARY_PATH
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > "$OUT/env.txt"
 for d in ${LD_LIBRARY_PATH//:/ }; do ls -l "$d"/libcuda.so* "$d"/libnvrtc* 2>/dev/null; done >> "$OUT/env.txt"
@@ -81,9 +94,9 @@ FIX=crates/sd-model/tests/fixtures
 python3 tools/bench/gpu_report.py latents "$FIX/reference/pipeline.safetensors" gpu-latents.safetensors
 TINY=(sample --model $FIX/tiny-sd --prompt "a photo of a cat" --prompt "a red car"
   --negative-prompt blurry --height 64 --width 64 --steps 10 --guidance 7.5 --eta 0
-  --latents gpu-latents.safetensors --out "$OUT/tiny" --backend cuda)
+  --latents gpu-latents.safetensors --out "$OUT/tiny" --backend "$BACKEND")
 phase tiny-sample 90 "$RIL" "${TINY[@]}"
-if [ "${LAST_RC:-1}" -ne 0 ]; then   # once more without the kernel cache and with PyTorch's nvrtc
+if [ "${LAST_RC:-1}" -ne 0 ] && [ "$BACKEND" = cuda ]; then   # once more without the kernel cache and with PyTorch's nvrtc
   rm -f cubecl.toml
   LD_LIBRARY_PATH=$(ls -d /usr/local/nvidia/lib64 /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib 2>/dev/null | paste -sd:)
   echo "retry with LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$SUMMARY"
@@ -92,11 +105,12 @@ fi
 python3 tools/bench/gpu_report.py compare-image "$FIX/reference/pipeline.safetensors" "$OUT/tiny" | tee -a "$SUMMARY"
 
 
-phase ril-sample-f32 150 "$RIL" bench --preset sd15 --backend cuda --what sample --reps 3 --json "$OUT/ril-sample-f32.json"
-phase ril-train-f32 150 "$RIL" bench --preset sd15 --backend cuda --what train-step --reps 2 --json "$OUT/ril-train-f32.json"
+phase ril-sample-f32 150 "$RIL" bench --preset sd15 --backend "$BACKEND" --what sample --reps 3 --json "$OUT/ril-sample-f32.json"
+phase ril-train-bf16 150 "$RIL" bench --preset sd15 --backend "$BACKEND" --dtype bf16 --what train-step --reps 2 --json "$OUT/ril-train-bf16.json"
+phase ril-train-f32 150 "$RIL" bench --preset sd15 --backend "$BACKEND" --what train-step --reps 2 --json "$OUT/ril-train-f32.json"
 phase pytorch-bf16 100 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype bf16 --threads 16 --reps 3 --json "$OUT/pytorch-bf16.json"
 phase pytorch-fp32 100 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype fp32 --threads 16 --reps 3 --json "$OUT/pytorch-fp32.json"
-sed -e 's/^backend = "cpu"/backend = "cuda"/' -e 's#^output = .*#output = "../../runs/tiny/rid-ahc-cuda"#' \
+sed -e "s/^backend = \"cpu\"/backend = \"$BACKEND\"/" -e 's#^output = .*#output = "../../runs/tiny/rid-ahc-cuda"#' \
   configs/tiny/rid-ahc.toml > configs/tiny/rid-ahc-cuda.toml
 rm -rf runs/tiny/rid-ahc-cuda
 phase tiny-train 90 "$RIL" train --config configs/tiny/rid-ahc-cuda.toml
@@ -105,7 +119,7 @@ if [ -f .gpu/cpu-metrics.jsonl ] && [ -f runs/tiny/rid-ahc-cuda/metrics.jsonl ];
   python3 tools/bench/gpu_report.py compare-metrics .gpu/cpu-metrics.jsonl runs/tiny/rid-ahc-cuda/metrics.jsonl | tee -a "$SUMMARY"
 fi
 
-phase ril-sample-bf16 90 "$RIL" bench --preset sd15 --backend cuda --dtype bf16 --what sample --reps 3 --json "$OUT/ril-sample-bf16.json"
+phase ril-sample-bf16 90 "$RIL" bench --preset sd15 --backend "$BACKEND" --dtype bf16 --what sample --reps 3 --json "$OUT/ril-sample-bf16.json"
 
 python3 tools/bench/gpu_report.py report "$OUT" > "$OUT/report.md" 2>&1
 cp "$SUMMARY" "$OUT/report.md" "$FINAL/"
