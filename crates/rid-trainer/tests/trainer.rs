@@ -164,6 +164,19 @@ impl IntoAutodiff for Tensor<B, 2> {
     }
 }
 
+/// The setup's one-image micro-batch ("a red apple", guidance 7.5).
+fn micro_batch(s: &Setup) -> MicroBatch<B> {
+    MicroBatch {
+        cond: Conditioning {
+            context: s.context.clone(),
+            scale: 7.5,
+        },
+        z_n: s.z_n.clone(),
+        prompts: vec!["a red apple".into()],
+        noise_seed: 0,
+    }
+}
+
 fn loss(
     s: &Setup,
     student: &sd_model::UNet2DConditionModel<AD>,
@@ -178,16 +191,7 @@ fn loss(
         scheduler: &s.scheduler,
         eta: 0.0,
     };
-    let batch = MicroBatch {
-        cond: Conditioning {
-            context: s.context.clone(),
-            scale: 7.5,
-        },
-        z_n: s.z_n.clone(),
-        prompts: vec!["a red apple".into()],
-        noise_seed: 0,
-    };
-    step_loss(student, teacher, objective, &frozen, batch).unwrap()
+    step_loss(student, teacher, objective, &frozen, micro_batch(s)).unwrap()
 }
 
 #[test]
@@ -501,15 +505,7 @@ fn a_checkpoint_resumes_only_into_the_same_task_and_shapes() {
         scheduler: &s.scheduler,
         eta: 0.0,
     };
-    let batch = || MicroBatch {
-        cond: Conditioning {
-            context: s.context.clone(),
-            scale: 7.5,
-        },
-        z_n: s.z_n.clone(),
-        prompts: vec!["a red apple".into()],
-        noise_seed: 0,
-    };
+    let batch = || micro_batch(&s);
     let mut t = rid_trainer::Trainer::<AD>::new(s.sd.unet.clone(), lora(4), settings).unwrap();
     let rec = t.step(&frozen, vec![batch()], false).unwrap();
     assert_eq!((rec.step, t.steps_done()), (0, 1));
