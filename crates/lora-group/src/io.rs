@@ -284,6 +284,16 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
         }
         let data = tensor_data(view.dtype(), &shape, view.data())
             .with_context(|| format!("{display}: key `{key}`"))?;
+        let values = data
+            .as_slice::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            // NaN weights would give black images with exit 0.
+            bail!(
+                "{display}: key `{key}` holds a non-finite value ({}) at flat index {i}",
+                values[i]
+            );
+        }
         halves.entry(layer.to_string()).or_insert([None, None])[which] = Some(data);
     }
     if halves.is_empty() {

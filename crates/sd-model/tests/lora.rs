@@ -321,6 +321,28 @@ fn rewrite_metadata(src: &Path, dst: &Path, from: &str, to: &str) {
 }
 
 #[test]
+fn a_lora_file_with_a_non_finite_weight_is_refused_by_key() {
+    // A NaN pair would make every image black with exit 0.
+    let key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight";
+    let err = import_error(
+        "lora-nan",
+        |e| {
+            let t = e.iter_mut().find(|t| t.name == key).unwrap();
+            assert_eq!(t.dtype, safetensors::Dtype::F32);
+            t.bytes[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        },
+        None,
+    );
+    assert!(
+        err.contains("bad.safetensors")
+            && err.contains(&format!(
+                "key `{key}` holds a non-finite value (NaN) at flat index 0"
+            )),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_lora_files_and_targets_are_refused_by_name() {
     let key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight";
     let err = import_error(
