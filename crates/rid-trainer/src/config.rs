@@ -292,17 +292,7 @@ impl TrainConfig {
 
 /// Non-blank lines of a prompts file; an empty file is an error naming it.
 pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read prompts file {}", path.display()))?;
-    let prompts: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
-    if prompts.is_empty() {
-        bail!("prompts file {} has no prompts", path.display());
-    }
-    Ok(prompts)
+    Ok(prompt_lines(path)?.into_iter().map(|(_, p)| p).collect())
 }
 
 /// As [`read_prompts`], checking that every prompt fits the text encoder (77 tokens with BOS and
@@ -312,15 +302,28 @@ pub fn read_prompts_checked(
     path: &Path,
     tokenizer: &sd_model::ClipTokenizer,
 ) -> Result<Vec<String>> {
-    let prompts = read_prompts(path)?;
+    let lines = prompt_lines(path)?;
+    for (line, prompt) in &lines {
+        tokenizer
+            .encode_exact(prompt)
+            .with_context(|| format!("{}:{line}", path.display()))?;
+    }
+    Ok(lines.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The non-blank lines of a prompts file with their 1-based line numbers; an empty file is an
+/// error naming it.
+fn prompt_lines(path: &Path) -> Result<Vec<(usize, String)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read prompts file {}", path.display()))?;
-    for (i, line) in text.lines().enumerate() {
-        if !line.trim().is_empty() {
-            tokenizer
-                .encode_exact(line)
-                .with_context(|| format!("{}:{}", path.display(), i + 1))?;
-        }
+    let prompts: Vec<(usize, String)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l.to_string()))
+        .collect();
+    if prompts.is_empty() {
+        bail!("prompts file {} has no prompts", path.display());
     }
     Ok(prompts)
 }

@@ -138,11 +138,7 @@ pub fn train<B: AutodiffBackend>(
     resume: bool,
     device: &B::Device,
 ) -> Result<RunSummary<B::InnerBackend>> {
-    let opts = RunOptions {
-        resume,
-        profile: false,
-    };
-    run(config, opts, device, &|kind| {
+    train_with(config, resume, device, &|kind| {
         build_reward::<B>(kind, &config.rewards, device)
     })
 }

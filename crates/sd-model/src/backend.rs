@@ -47,15 +47,7 @@ impl std::fmt::Display for BackendKind {
 impl std::str::FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown backend {s:?} (expected one of: {})",
-                    names(&Self::ALL)
-                )
-            })
+        from_name(&Self::ALL, Self::name, "backend", s)
     }
 }
 
@@ -89,23 +81,24 @@ impl std::fmt::Display for Dtype {
 impl std::str::FromStr for Dtype {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown dtype {s:?} (expected one of: {})",
-                    names(&Self::ALL)
-                )
-            })
+        from_name(&Self::ALL, Self::name, "dtype", s)
     }
 }
 
-fn names<T: std::fmt::Display>(all: &[T]) -> String {
-    all.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The member of `all` called `s`, or an error listing the names.
+fn from_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+    s: &str,
+) -> Result<T, String> {
+    all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
+        format!(
+            "unknown {what} {s:?} (expected one of: {})",
+            names.join(", ")
+        )
+    })
 }
 
 /// The LibTorch backend (burn-tch, f32) on the device of [`tch_device`].
