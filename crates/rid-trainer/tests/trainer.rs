@@ -36,7 +36,6 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// configs/tiny/rid-ahc.toml with its output in a fresh scratch folder.
 /// Tests that build autodiff graphs run one at a time: burn-autodiff 0.21 keeps every graph in
 /// one process-wide state, and once (under heavy machine load, not reproduced in 4 reruns) a
 /// run in parallel with another test's backward pass lost a LoRA pair's gradient ("no gradient
@@ -47,6 +46,7 @@ fn autodiff_serially() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// configs/tiny/rid-ahc.toml with its output in a fresh scratch folder.
 fn tiny(name: &str) -> TrainConfig {
     let mut c = TrainConfig::from_file(&root().join("configs/tiny/rid-ahc.toml")).unwrap();
     c.output = scratch(name);
@@ -603,4 +603,31 @@ fn a_profiled_run_logs_where_each_step_went() {
         assert!(sum <= line["time_s"].as_f64().unwrap(), "{line}");
     }
     std::fs::remove_dir_all(&c.output).unwrap();
+}
+
+#[test]
+fn a_training_prompt_too_long_for_the_text_encoder_is_refused_by_file_and_line() {
+    let dir = scratch("long-prompt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("prompts.txt");
+    // Line 2 is blank (skipped); line 3 has 160 tokens in the tiny vocabulary (75 fit).
+    std::fs::write(&path, format!("a red apple\n\n{}\n", "cat ".repeat(80))).unwrap();
+    let tokenizer = sd_model::ClipTokenizer::from_dir(
+        &root().join("crates/sd-model/tests/fixtures/tiny-sd/tokenizer"),
+    )
+    .unwrap();
+    let err = rid_trainer::config::read_prompts_checked(&path, &tokenizer)
+        .err()
+        .unwrap();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains(&format!("{}:3", path.display())) && err.contains("160 tokens; at most 75"),
+        "{err}"
+    );
+    std::fs::write(&path, "a red apple\n\na dog\n").unwrap();
+    assert_eq!(
+        rid_trainer::config::read_prompts_checked(&path, &tokenizer).unwrap(),
+        ["a red apple", "a dog"]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
