@@ -34,7 +34,8 @@ pub struct Args {
     /// The shapes and weights.
     #[arg(long, value_enum, default_value_t = Preset::Tiny)]
     pub preset: Preset,
-    /// The backend (cuda needs a build with `--features cuda`).
+    /// The backend: cpu (burn-flex), cuda (`--features cuda`), tch-cpu or tch-cuda (LibTorch,
+    /// `--features tch`).
     #[arg(long, value_name = "BACKEND", default_value_t = BackendKind::Cpu,
           value_parser = one_of(&BackendKind::ALL, BackendKind::name))]
     pub backend: BackendKind,

@@ -60,7 +60,8 @@ pub struct SampleArgs {
     /// (repeatable); several are stacked, each as one task: y = Wx + sum_i s_i B_i A_i x.
     #[arg(long = "lora", value_name = "FILE")]
     pub loras: Vec<PathBuf>,
-    /// The backend (cuda needs a build with `--features cuda`).
+    /// The backend: cpu (burn-flex), cuda (`--features cuda`), tch-cpu or tch-cuda (LibTorch,
+    /// `--features tch`).
     #[arg(long, value_name = "BACKEND", default_value_t = BackendKind::Cpu,
           value_parser = one_of(&BackendKind::ALL, BackendKind::name))]
     pub backend: BackendKind,
