@@ -3,7 +3,7 @@
 
 What it produces (all under crates/sd-model/tests/fixtures/, about 5 MB in total):
 
-  clip-tokenizer/              the real CLIP BPE tokenizer laid out as SD 1.5's tokenizer/ folder
+  ../../../data/clip-tokenizer/ the real CLIP BPE tokenizer laid out as SD 1.5's tokenizer/ folder
                                (vocab.json, merges.txt, tokenizer_config.json,
                                special_tokens_map.json; no tokenizer.json), built from the
                                bpe_simple_vocab_16e6.txt.gz shipped inside open_clip_torch.
@@ -284,7 +284,7 @@ def read_prompts():
 
 
 def make_clip_tokenizer(merges):
-    folder = FIXTURES / "clip-tokenizer"
+    folder = REPO_ROOT / "data" / "clip-tokenizer"
     n = write_clip_tokenizer(folder, merges)
     assert n == 49408
     tok = CLIPTokenizer.from_pretrained(str(folder))

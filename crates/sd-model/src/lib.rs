@@ -14,6 +14,7 @@ pub mod nn;
 pub mod noise;
 pub mod pipeline;
 pub mod sampler;
+pub mod save;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -23,7 +23,7 @@ fn prompts() -> Vec<String> {
 
 #[test]
 fn real_vocabulary_matches_transformers_on_all_hpd_prompts() {
-    let tok = ClipTokenizer::from_dir(&fixture("clip-tokenizer")).unwrap();
+    let tok = ClipTokenizer::from_dir(&data("clip-tokenizer")).unwrap();
     assert_eq!(
         (tok.bos_id, tok.eos_id, tok.pad_id, tok.max_length),
         (49406, 49407, 49407, 77)
@@ -40,7 +40,7 @@ fn real_vocabulary_matches_transformers_on_all_hpd_prompts() {
 
 #[test]
 fn known_ids_cleaning_and_padding() {
-    let tok = ClipTokenizer::from_dir(&fixture("clip-tokenizer")).unwrap();
+    let tok = ClipTokenizer::from_dir(&data("clip-tokenizer")).unwrap();
     let ids = tok.encode("a photo of a cat").unwrap();
     assert_eq!(ids[..7], [49406, 320, 1125, 539, 320, 2368, 49407]);
     assert!(ids[7..].iter().all(|&i| i == 49407));
@@ -53,7 +53,7 @@ fn known_ids_cleaning_and_padding() {
 
 #[test]
 fn long_prompts_are_truncated_by_encode_and_refused_by_encode_exact() {
-    let tok = ClipTokenizer::from_dir(&fixture("clip-tokenizer")).unwrap();
+    let tok = ClipTokenizer::from_dir(&data("clip-tokenizer")).unwrap();
     let long = "cat ".repeat(100);
     let ids = tok.encode(&long).unwrap();
     assert_eq!(ids.len(), 77);
@@ -71,7 +71,7 @@ fn long_prompts_are_truncated_by_encode_and_refused_by_encode_exact() {
 fn missing_tokenizer_files_name_the_file() {
     let dir = std::env::temp_dir().join(format!("ril-tok-missing-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(fixture("clip-tokenizer/vocab.json"), dir.join("vocab.json")).unwrap();
+    std::fs::copy(data("clip-tokenizer/vocab.json"), dir.join("vocab.json")).unwrap();
     let err = ClipTokenizer::from_dir(&dir).err().unwrap().to_string();
     assert!(err.contains("merges.txt"), "{err}");
     let err = ClipTokenizer::from_dir(&dir.join("nope"))

@@ -1,0 +1,287 @@
+//! The pretraining configuration (TOML): the data, the tokenizer, the model configs and the two
+//! phases' optimiser settings; unknown keys are rejected and every value is checked, with a
+//! message naming the field, before any work starts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sd_model::backend::BackendKind;
+use sd_model::clip::ClipTextConfig;
+use sd_model::unet::UNetConfig;
+use sd_model::vae::VaeConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole pretraining run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Seeds the weights' initialisation, the batches' order and every noise draw.
+    pub seed: u64,
+    /// Where the tensors live (`cpu`, `tch-cpu`, `tch-cuda`, ...).
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Square image size in pixels (the VAE and the UNet must divide it).
+    pub resolution: usize,
+    pub data: DataConfig,
+    pub tokenizer: TokenizerConfig,
+    pub vae: VaePhase,
+    pub unet: UNetPhase,
+    /// Write a checkpoint every this many optimiser steps (and at the end of each phase).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    250
+}
+
+/// Captioned images: the procedural shapes stream or a folder in Hugging Face's `imagefolder`
+/// layout (metadata.jsonl with `file_name` and `text`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The shapes stream's seed (`ril data shapes`); exclusive with `folder`.
+    pub shapes_seed: Option<u64>,
+    /// A folder of images with a metadata.jsonl (relative paths are relative to the config file).
+    pub folder: Option<PathBuf>,
+    /// Share of captions replaced by "" while training the UNet (so classifier-free guidance
+    /// has an unconditional model to subtract; SD: 0.1).
+    #[serde(default = "default_empty")]
+    pub empty_caption_prob: f64,
+}
+
+fn default_empty() -> f64 {
+    0.1
+}
+
+/// The CLIP BPE tokenizer the text encoder reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// A `tokenizer/` folder (vocab.json + merges.txt), e.g. openai/clip-vit-large-patch14's.
+    pub base: PathBuf,
+    /// Keep only the merges the training captions use (and all 512 byte tokens, so that any
+    /// text still tokenizes): the vocabulary, and so the text encoder's embedding table, shrinks
+    /// from 49,408 rows to a few hundred. The text encoder's `vocab_size` must then be `"auto"`
+    /// (0 in its config).
+    #[serde(default)]
+    pub prune_to_captions: bool,
+}
+
+/// Phase 1: the autoencoder on reconstruction + KL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaePhase {
+    /// diffusers `AutoencoderKL` config.json (relative to the config file).
+    pub config: PathBuf,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Weight of the KL term against the per-image L1 reconstruction sum (LDM: 1e-6).
+    #[serde(default = "default_kl")]
+    pub kl_weight: f64,
+    /// Global gradient-norm clip (none when absent).
+    pub max_grad_norm: Option<f64>,
+}
+
+fn default_kl() -> f64 {
+    1e-6
+}
+
+/// Phase 2: the UNet and the text encoder together on the epsilon-prediction loss (the VAE
+/// frozen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UNetPhase {
+    /// diffusers `UNet2DConditionModel` config.json.
+    pub config: PathBuf,
+    /// transformers `CLIPTextConfig` config.json.
+    pub text_encoder: PathBuf,
+    /// diffusers scheduler config (the noise schedule; SD 1.5's scaled-linear betas when absent).
+    pub scheduler: Option<PathBuf>,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    pub max_grad_norm: Option<f64>,
+}
+
+impl PretrainConfig {
+    /// Reads and checks `path`; relative paths inside become relative to its folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut config: Self =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config
+            .validate()
+            .with_context(|| format!("config {}", path.display()))?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(f) = self.data.folder.as_mut() {
+            fix(f);
+        }
+        fix(&mut self.tokenizer.base);
+        fix(&mut self.vae.config);
+        fix(&mut self.unet.config);
+        fix(&mut self.unet.text_encoder);
+        if let Some(s) = self.unet.scheduler.as_mut() {
+            fix(s);
+        }
+    }
+
+    /// Range checks of every value, naming the field; the model configs are read and checked
+    /// against each other and the resolution.
+    pub fn validate(&self) -> Result<()> {
+        match (&self.data.shapes_seed, &self.data.folder) {
+            (Some(_), Some(_)) => bail!("data: give either shapes_seed or folder, not both"),
+            (None, None) => bail!("data: give shapes_seed (the procedural shapes) or folder"),
+            _ => {}
+        }
+        let p = self.data.empty_caption_prob;
+        if !(0.0..=1.0).contains(&p) {
+            bail!("data.empty_caption_prob must be in [0, 1], got {p}");
+        }
+        if self.resolution == 0 || self.resolution > 1024 {
+            bail!(
+                "resolution must be between 1 and 1024 pixels, got {}",
+                self.resolution
+            );
+        }
+        if self.checkpoint_every == 0 {
+            bail!("checkpoint_every must be at least 1");
+        }
+        let phases = [
+            ("vae", self.vae.steps, self.vae.batch_size, self.vae.lr),
+            ("unet", self.unet.steps, self.unet.batch_size, self.unet.lr),
+        ];
+        for (name, steps, batch, lr) in phases {
+            if steps == 0 {
+                bail!("{name}.steps must be at least 1");
+            }
+            if batch == 0 || batch > 4096 {
+                bail!("{name}.batch_size must be between 1 and 4096, got {batch}");
+            }
+            if !(lr.is_finite() && lr > 0.0) {
+                bail!("{name}.lr must be a positive number, got {lr}");
+            }
+        }
+        for (name, wd) in [
+            ("vae.weight_decay", self.vae.weight_decay),
+            ("unet.weight_decay", self.unet.weight_decay),
+        ] {
+            if !(wd.is_finite() && wd >= 0.0) {
+                bail!("{name} must be ≥ 0, got {wd}");
+            }
+        }
+        for (name, clip) in [
+            ("vae.max_grad_norm", self.vae.max_grad_norm),
+            ("unet.max_grad_norm", self.unet.max_grad_norm),
+        ] {
+            if let Some(c) = clip
+                && !(c.is_finite() && c > 0.0)
+            {
+                bail!("{name} must be a positive number, got {c}");
+            }
+        }
+        if !(self.vae.kl_weight.is_finite() && self.vae.kl_weight >= 0.0) {
+            bail!("vae.kl_weight must be ≥ 0, got {}", self.vae.kl_weight);
+        }
+        let models = self.models()?;
+        let factor = 1usize << (models.vae.block_out_channels.len() - 1);
+        if !self.resolution.is_multiple_of(factor) {
+            bail!(
+                "resolution {} is not divisible by the VAE's downsampling factor {factor} ({} levels in {})",
+                self.resolution,
+                models.vae.block_out_channels.len(),
+                self.vae.config.display()
+            );
+        }
+        let latent = self.resolution / factor;
+        let unet_factor = 1usize << (models.unet.block_out_channels.len() - 1);
+        if !latent.is_multiple_of(unet_factor) {
+            bail!(
+                "the latents ({latent}x{latent} at resolution {}) are not divisible by the UNet's \
+                 downsampling factor {unet_factor} ({})",
+                self.resolution,
+                self.unet.config.display()
+            );
+        }
+        if models.vae.latent_channels != models.unet.in_channels
+            || models.unet.in_channels != models.unet.out_channels
+        {
+            bail!(
+                "the VAE's latent_channels ({}) must equal the UNet's in_channels and out_channels ({}, {})",
+                models.vae.latent_channels,
+                models.unet.in_channels,
+                models.unet.out_channels
+            );
+        }
+        if models.text.hidden_size != models.unet.cross_attention_dim {
+            bail!(
+                "the text encoder's hidden_size ({}) must equal the UNet's cross_attention_dim ({})",
+                models.text.hidden_size,
+                models.unet.cross_attention_dim
+            );
+        }
+        if self.tokenizer.prune_to_captions != (models.text.vocab_size == 0) {
+            bail!(
+                "{}: vocab_size must be 0 (set from the pruned tokenizer) exactly when \
+                 tokenizer.prune_to_captions is true",
+                self.unet.text_encoder.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The three model configs as read from their files (the text encoder's vocab_size may
+    /// still be 0: set from the tokenizer).
+    pub fn models(&self) -> Result<Models> {
+        let vae = VaeConfig::from_file(&self.vae.config)?;
+        let unet = UNetConfig::from_file(&self.unet.config)?;
+        let text = read_text_config(&self.unet.text_encoder)?;
+        vae.validate()
+            .with_context(|| format!("{}", self.vae.config.display()))?;
+        unet.validate()
+            .with_context(|| format!("{}", self.unet.config.display()))?;
+        Ok(Models { vae, unet, text })
+    }
+
+    /// The config as canonical JSON (stored in checkpoints to refuse resuming another run).
+    pub fn canonical(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A text-encoder config whose `vocab_size` may be 0 ("from the tokenizer"), checked otherwise.
+fn read_text_config(path: &Path) -> Result<ClipTextConfig> {
+    let config: ClipTextConfig = sd_model::config::read_config(path)?;
+    let mut check = config.clone();
+    if check.vocab_size == 0 {
+        check.vocab_size = 1;
+    }
+    check
+        .validate()
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(config)
+}
+
+/// The model configs of a run.
+#[derive(Debug, Clone)]
+pub struct Models {
+    pub vae: VaeConfig,
+    pub unet: UNetConfig,
+    pub text: ClipTextConfig,
+}

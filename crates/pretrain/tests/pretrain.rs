@@ -1,0 +1,353 @@
+//! Pretraining on a tiny configuration: the losses fall, a run killed and resumed (inside the
+//! VAE phase and across the phase boundary) writes the same pipeline bytes as an uninterrupted
+//! one, the pipeline loads and samples, bad inputs are refused before any work, and the pruned
+//! tokenizer splits text as the full one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use image::{Rgb, RgbImage};
+use pretrain::{Example, PretrainConfig, RunOptions, Source};
+use sd_model::backend::{Cpu, CpuAutodiff};
+use sd_model::noise::NoiseRng;
+use sd_model::pipeline::{InitLatents, SampleRequest, StableDiffusion};
+use sd_model::tokenizer::ClipTokenizer;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+/// A coloured square on the left or right of a grey 16×16 picture.
+struct Squares;
+
+const COLOURS: [(&str, [u8; 3]); 3] = [
+    ("red", [220, 30, 30]),
+    ("green", [30, 200, 40]),
+    ("blue", [30, 40, 220]),
+];
+
+impl Source for Squares {
+    fn describe(&self) -> String {
+        "test squares".into()
+    }
+    fn len(&self) -> Option<u64> {
+        None
+    }
+    fn get(&self, index: u64) -> Result<Example> {
+        let mut rng = NoiseRng::derive(5, &[index]);
+        let (name, rgb) = COLOURS[(rng.next_u64() % 3) as usize];
+        let left = rng.next_u64().is_multiple_of(2);
+        let mut image = RgbImage::from_pixel(16, 16, Rgb([128, 128, 128]));
+        let x0 = if left { 1 } else { 9 };
+        for y in 5..11 {
+            for x in x0..x0 + 6 {
+                image.put_pixel(x, y, Rgb(rgb));
+            }
+        }
+        let side = if left { "left" } else { "right" };
+        Ok(Example {
+            image,
+            caption: format!("a {name} square on the {side}"),
+        })
+    }
+}
+
+/// Writes the tiny model configs and a pretrain.toml with `edit` applied; returns its path.
+fn tiny_config(dir: &Path, edit: &dyn Fn(&mut String)) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let vae = r#"{"block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4,
+        "down_block_types": ["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}"#;
+    let unet = r#"{"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4,
+        "attention_head_dim": 2, "cross_attention_dim": 16,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]}"#;
+    let text = r#"{"vocab_size": 0, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu"}"#;
+    std::fs::write(dir.join("vae.json"), vae).unwrap();
+    std::fs::write(dir.join("unet.json"), unet).unwrap();
+    std::fs::write(dir.join("text.json"), text).unwrap();
+    let mut toml = format!(
+        r#"seed = 3
+resolution = 16
+checkpoint_every = 2
+
+[data]
+shapes_seed = 0
+
+[tokenizer]
+base = "{}"
+prune_to_captions = true
+
+[vae]
+config = "vae.json"
+steps = 6
+batch_size = 4
+lr = 2e-3
+
+[unet]
+config = "unet.json"
+text_encoder = "text.json"
+steps = 6
+batch_size = 4
+lr = 1e-3
+max_grad_norm = 1.0
+"#,
+        repo("data/clip-tokenizer").display()
+    );
+    edit(&mut toml);
+    let path = dir.join("pretrain.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["", "scheduler", "tokenizer", "text_encoder", "unet", "vae"] {
+        let d = dir.join(sub);
+        let mut names: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        names.sort();
+        for p in names {
+            out.push((
+                p.strip_prefix(dir).unwrap().display().to_string(),
+                std::fs::read(&p).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+fn losses(run: &Path, phase: &str) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["phase"] == phase)
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn quiet(resume: bool, stop_after: Option<u64>) -> RunOptions {
+    RunOptions {
+        resume,
+        stop_after,
+        quiet: true,
+    }
+}
+
+#[test]
+fn losses_fall_and_a_resumed_run_writes_the_same_pipeline() {
+    let dir = ril_testkit::scratch("pretrain-resume");
+    let config = PretrainConfig::from_file(&tiny_config(&dir, &|_| {})).unwrap();
+    let device = Default::default();
+    let whole = dir.join("whole");
+    let summary =
+        pretrain::run::<CpuAutodiff>(&config, &Squares, &whole, &quiet(false, None), &device)
+            .unwrap();
+
+    // Six Adam steps at these rates lower both losses (the VAE's L1 sum from a random decoder
+    // falls by far more than its batch-to-batch spread; the epsilon loss starts near 1, the
+    // variance of the noise, and the UNet learns the noise's mean and scale first).
+    let vae = losses(&whole, "vae");
+    let unet = losses(&whole, "unet");
+    assert_eq!((vae.len(), unet.len()), (6, 6));
+    assert!(vae[5] < vae[0], "VAE loss did not fall: {vae:?}");
+    assert!(unet[5] < unet[0], "UNet loss did not fall: {unet:?}");
+    assert!(summary.scaling_factor.is_finite() && summary.scaling_factor > 0.0);
+
+    // Killed after 3 VAE steps, then after 2 more VAE + 2 UNet steps, then to the end.
+    let parts = dir.join("parts");
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &parts, &quiet(false, Some(3)), &device)
+        .unwrap();
+    assert!(!parts.join("pipeline").exists());
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &parts, &quiet(true, Some(5)), &device)
+        .unwrap();
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &parts, &quiet(true, None), &device).unwrap();
+    let (a, b) = (
+        files(&whole.join("pipeline")),
+        files(&parts.join("pipeline")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ba), (nb, bb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(
+            ba == bb,
+            "{na} differs between the whole run and the resumed one"
+        );
+    }
+    assert_eq!(losses(&whole, "unet"), losses(&parts, "unet"));
+    assert_eq!(losses(&whole, "vae"), losses(&parts, "vae"));
+
+    // The folder loads as a diffusers pipeline and samples the same image twice.
+    let sd = StableDiffusion::<Cpu>::load(&whole.join("pipeline"), &device).unwrap();
+    let sample = || {
+        let req = SampleRequest::<Cpu> {
+            prompts: vec!["a red square on the left".into()],
+            negative_prompts: vec![],
+            height: 16,
+            width: 16,
+            steps: 3,
+            guidance: 3.0,
+            eta: 0.0,
+            noise_seed: 0,
+            latents: InitLatents::Seed(11),
+        };
+        let images = sd.sample(&req, &device, |_, _| {}).unwrap();
+        assert_eq!(images.dims(), [1, 3, 16, 16]);
+        images
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(sample(), sample());
+    // config.json holds the shortest round-trip decimal; serde_json's default float parser
+    // (without `float_roundtrip`) may read it back one unit in the last place off.
+    let rel = (sd.vae.scaling_factor - summary.scaling_factor).abs() / summary.scaling_factor;
+    assert!(
+        rel < 1e-15,
+        "{} vs {}",
+        sd.vae.scaling_factor,
+        summary.scaling_factor
+    );
+}
+
+#[test]
+fn bad_inputs_are_refused_before_any_work() {
+    let dir = ril_testkit::scratch("pretrain-bad");
+    let err = |edit: &dyn Fn(&mut String)| {
+        let path = tiny_config(&dir, edit);
+        format!("{:#}", PretrainConfig::from_file(&path).unwrap_err())
+    };
+    let e = err(&|t| {
+        *t = t.replace(
+            "steps = 6\nbatch_size = 4\nlr = 2e-3",
+            "steps = 0\nbatch_size = 4\nlr = 2e-3",
+        )
+    });
+    assert!(e.contains("vae.steps"), "{e}");
+    let e = err(&|t| *t = t.replace("resolution = 16", "resolution = 20"));
+    assert!(
+        e.contains("not divisible by the VAE's downsampling factor 8"),
+        "{e}"
+    );
+    let e = err(&|t| *t = t.replace("lr = 1e-3", "lr = -1.0"));
+    assert!(e.contains("unet.lr"), "{e}");
+    let e = err(&|t| t.push_str("typo = 1\n"));
+    assert!(e.contains("typo"), "{e}");
+
+    let config = PretrainConfig::from_file(&tiny_config(&dir, &|_| {})).unwrap();
+    let device = Default::default();
+    // A non-empty run folder without --resume, and --resume without a checkpoint.
+    let used = dir.join("used");
+    std::fs::create_dir_all(&used).unwrap();
+    std::fs::write(used.join("notes.txt"), "mine").unwrap();
+    let e = format!(
+        "{:#}",
+        pretrain::run::<CpuAutodiff>(&config, &Squares, &used, &quiet(false, None), &device)
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("already exists") && e.contains("--resume"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        pretrain::run::<CpuAutodiff>(&config, &Squares, &used, &quiet(true, None), &device)
+            .unwrap_err()
+    );
+    assert!(e.contains("no checkpoint"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&used).unwrap().count(),
+        1,
+        "nothing is written into a refused folder"
+    );
+
+    // A corrupt checkpoint, and one from another configuration.
+    let run = dir.join("run");
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &run, &quiet(false, Some(2)), &device).unwrap();
+    let ck = run.join("checkpoint.safetensors");
+    let bytes = std::fs::read(&ck).unwrap();
+    std::fs::write(&ck, &bytes[..bytes.len() / 2]).unwrap();
+    let e = format!(
+        "{:#}",
+        pretrain::run::<CpuAutodiff>(&config, &Squares, &run, &quiet(true, None), &device)
+            .unwrap_err()
+    );
+    assert!(e.contains("checkpoint.safetensors"), "{e}");
+    std::fs::write(&ck, &bytes).unwrap();
+    let other = PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+        *t = t.replace("seed = 3", "seed = 4")
+    }))
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        pretrain::run::<CpuAutodiff>(&other, &Squares, &run, &quiet(true, None), &device)
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("another configuration") && e.contains("seed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_pruned_tokenizer_splits_text_as_the_full_one() {
+    let dir = ril_testkit::scratch("pretrain-vocab");
+    let prompts: Vec<String> = std::fs::read_to_string(repo("data/prompts/hpd_photo_eval.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let base = repo("data/clip-tokenizer");
+    let size = pretrain::vocab::prune(&base, &prompts, &dir).unwrap();
+    let full = ClipTokenizer::from_dir(&base).unwrap();
+    let pruned = ClipTokenizer::from_dir(&dir).unwrap();
+    let names = |p: &Path| -> std::collections::BTreeMap<u32, String> {
+        let v: std::collections::BTreeMap<String, u32> =
+            serde_json::from_str(&std::fs::read_to_string(p.join("vocab.json")).unwrap()).unwrap();
+        v.into_iter().map(|(t, i)| (i, t)).collect()
+    };
+    let (full_names, pruned_names) = (names(&base), names(&dir));
+    assert_eq!(pruned_names.len(), size);
+    assert!(size < 5000, "pruning 50 prompts kept {size} tokens");
+    // Ids are contiguous, bytes first and the specials last, as CLIP numbers them.
+    assert_eq!(
+        pruned_names.keys().copied().collect::<Vec<_>>(),
+        (0..size as u32).collect::<Vec<_>>()
+    );
+    assert_eq!(pruned_names[&(size as u32 - 1)], "<|endoftext|>");
+    assert_eq!(pruned.eos_id, size as u32 - 1);
+    for p in prompts
+        .iter()
+        .chain(&["an unseen word: zyzzyva".to_string()])
+    {
+        let a: Vec<&String> = full
+            .tokens(p)
+            .unwrap()
+            .iter()
+            .map(|i| &full_names[i])
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        let b: Vec<&String> = pruned
+            .tokens(p)
+            .unwrap()
+            .iter()
+            .map(|i| &pruned_names[i])
+            .collect();
+        if p.contains("zyzzyva") {
+            // An unseen word still tokenizes (into smaller pieces, down to bytes).
+            assert!(b.len() >= a.len(), "{p}");
+        } else {
+            assert_eq!(a, b, "{p}");
+        }
+    }
+}
