@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use sd_model::clip::ClipTextModel;
 use sd_model::ddim::DdimConfig;
-use sd_model::save::save_module;
+use sd_model::save::{save_module, save_module_with, unet_file_shape};
 use sd_model::tokenizer::ClipTokenizer;
 use sd_model::unet::UNet2DConditionModel;
 use sd_model::vae::AutoencoderKL;
@@ -54,11 +54,12 @@ pub fn write_pipeline<B: Backend>(
     let mut unet_config = serde_json::to_value(&models.unet)?;
     diffusers_class(&mut unet_config, "UNet2DConditionModel");
     write_json(&tmp.join("unet/config.json"), &unet_config)?;
-    save_module(
+    save_module_with(
         unet,
         &tmp.join("unet/diffusion_pytorch_model.safetensors"),
         "",
         &meta,
+        &unet_file_shape(models.unet.use_linear_projection),
     )?;
 
     let mut vae_config = serde_json::to_value(&models.vae)?;

@@ -18,6 +18,17 @@ pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// Every float parameter of `module` as `(checkpoint key, (PyTorch shape, values))`, keys under
 /// `prefix` (e.g. `text_model.` for a transformers text encoder; "" for diffusers models).
 pub fn module_tensors<B: Backend, M: Module<B>>(module: &M, prefix: &str) -> Result<NamedTensors> {
+    module_tensors_with(module, prefix, &|_, shape| shape)
+}
+
+/// As [`module_tensors`], with each tensor's file shape given by `file_shape(key, pytorch_shape)`
+/// (the same values: e.g. `[o, i, 1, 1]` for a Linear that a checkpoint stores as a 1×1
+/// convolution).
+pub fn module_tensors_with<B: Backend, M: Module<B>>(
+    module: &M,
+    prefix: &str,
+    file_shape: &dyn Fn(&str, Vec<usize>) -> Vec<usize>,
+) -> Result<NamedTensors> {
     let expected = expected_params(module);
     let mut collector = Collector {
         path: Vec::new(),
@@ -48,7 +59,14 @@ pub fn module_tensors<B: Backend, M: Module<B>>(module: &M, prefix: &str) -> Res
                 values[bad]
             );
         }
-        tensors.insert(format!("{prefix}{key}"), (param.torch_shape, values));
+        let file_shape = file_shape(&key, param.torch_shape.clone());
+        if file_shape.iter().product::<usize>() != values.len() {
+            bail!(
+                "parameter `{key}`: file shape {file_shape:?} does not hold its {} values",
+                values.len()
+            );
+        }
+        tensors.insert(format!("{prefix}{key}"), (file_shape, values));
     }
     Ok(tensors)
 }
@@ -60,8 +78,32 @@ pub fn save_module<B: Backend, M: Module<B>>(
     prefix: &str,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let tensors = module_tensors(module, prefix)?;
+    save_module_with(module, path, prefix, metadata, &|_, shape| shape)
+}
+
+/// As [`save_module`], with file shapes as [`module_tensors_with`].
+pub fn save_module_with<B: Backend, M: Module<B>>(
+    module: &M,
+    path: &Path,
+    prefix: &str,
+    metadata: &BTreeMap<String, String>,
+    shape: &dyn Fn(&str, Vec<usize>) -> Vec<usize>,
+) -> Result<()> {
+    let tensors = module_tensors_with(module, prefix, shape)?;
     lora_group::io::write_safetensors(path, &tensors, metadata)
+}
+
+/// The file shape of a UNet tensor: without `use_linear_projection`, diffusers' transformer
+/// `proj_in` / `proj_out` are 1×1 convolutions (`[o, i, 1, 1]`), which ril holds as Linear layers.
+pub fn unet_file_shape(use_linear_projection: bool) -> impl Fn(&str, Vec<usize>) -> Vec<usize> {
+    move |key, shape| {
+        let proj = key.ends_with(".proj_in.weight") || key.ends_with(".proj_out.weight");
+        if !use_linear_projection && proj && shape.len() == 2 {
+            vec![shape[0], shape[1], 1, 1]
+        } else {
+            shape
+        }
+    }
 }
 
 /// Collects float parameter values by Burn path.
