@@ -8,7 +8,9 @@ use burn::prelude::*;
 use clap::ArgGroup;
 use sd_model::backend::BackendKind;
 use sd_model::load::SafetensorsFile;
-use sd_model::pipeline::{InitLatents, SampleRequest, StableDiffusion, save_png, to_rgb8};
+use sd_model::pipeline::{
+    InitLatents, LatentSpace, SampleRequest, StableDiffusion, save_png, to_rgb8,
+};
 
 use crate::cli::{one_of, text};
 
@@ -50,7 +52,7 @@ pub struct SampleArgs {
     /// Draw the initial latents from ril's seeded generator.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// A safetensors file with a tensor `latents` of shape [B, 4, H/8, W/8] (B = prompts).
+    /// A safetensors file with a tensor `latents` of shape [B, C, H/f, W/f] (B = prompts; SD 1.x: C = 4, f = 8).
     #[arg(long, value_name = "FILE")]
     pub latents: Option<PathBuf>,
     /// The output folder.
@@ -94,7 +96,7 @@ pub fn read_latents<B: Backend>(
         .with_context(|| format!("{}: no tensor named `latents`", path.display()))?;
     if shape != expected {
         bail!(
-            "{}: tensor `latents` has shape {shape:?}, expected {expected:?} (prompts, 4, height/8, width/8)",
+            "{}: tensor `latents` has shape {shape:?}, expected {expected:?} (prompts, the UNet's latent channels, height and width over the VAE's factor)",
             path.display()
         );
     }
@@ -103,9 +105,10 @@ pub fn read_latents<B: Backend>(
 
 fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {
     let dir = sd_model::hub::resolve_model(&a.model)?;
+    let space = LatentSpace::of_folder(&dir)?;
     let latents = match (&a.latents, a.seed) {
         (Some(path), _) => {
-            let shape = [a.prompts.len(), 4, a.height / 8, a.width / 8];
+            let shape = space.shape(a.prompts.len(), a.height, a.width);
             InitLatents::Given(read_latents::<B>(path, shape, device)?)
         }
         (None, seed) => InitLatents::Seed(seed.unwrap_or(0)),
@@ -121,7 +124,7 @@ fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {
         noise_seed: a.seed.unwrap_or(0).wrapping_add(1),
         latents,
     };
-    req.validate()?;
+    req.validate(space)?;
     let mut model = StableDiffusion::<B>::load(&dir, device)?;
     for lora in &a.loras {
         let info = lora_group::import_task(&mut model.unet, lora, "unet")?;

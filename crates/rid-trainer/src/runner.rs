@@ -173,13 +173,15 @@ pub struct Batches<'a, Bk: Backend> {
 }
 
 impl<'a, Bk: Backend> Batches<'a, Bk> {
-    /// Batches of `prompts` for images of `height` x `width` with guidance scale `guidance`.
+    /// Batches of `prompts` for images of `height` x `width` with guidance scale `guidance`, in
+    /// the pipeline's latent space.
     pub fn new(
         seed: u64,
         prompts: Vec<String>,
         tokenizer: &'a ClipTokenizer,
         text_encoder: ClipTextModel<Bk>,
         (guidance, height, width): (f64, usize, usize),
+        latent: sd_model::pipeline::LatentSpace,
         device: &Bk::Device,
     ) -> Result<Self> {
         let uncond =
@@ -192,7 +194,10 @@ impl<'a, Bk: Backend> Batches<'a, Bk> {
             uncond,
             cache: HashMap::new(),
             guidance,
-            latent: [4, height / 8, width / 8],
+            latent: {
+                let [_, c, h, w] = latent.shape(1, height, width);
+                [c, h, w]
+            },
             device: device.clone(),
         })
     }
@@ -282,6 +287,7 @@ pub fn run<B: AutodiffBackend>(
         &sd.tokenizer,
         sd.text_encoder.valid(),
         (s.guidance, s.height, s.width),
+        sd.latent_space(),
         device,
     )?;
     let log_path = run_dir.join("metrics.jsonl");

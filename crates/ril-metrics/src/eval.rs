@@ -212,7 +212,7 @@ pub fn evaluate<B: Backend>(
         indicatif::ProgressStyle::with_template("eval [{bar:25}] {pos}/{len} images ({eta})")
             .expect("template"),
     );
-    let shape = [1, 4, spec.height / 8, spec.width / 8];
+    let shape = sd.latent_space().shape(1, spec.height, spec.width);
     let mut sums: BTreeMap<Metric, f64> = BTreeMap::new();
     let cols = spec.images_per_prompt.min(4);
     let mut grid: Vec<Option<image::RgbImage>> =

@@ -64,6 +64,45 @@ pub fn weights_file(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
     )
 }
 
+/// The latent space of a pipeline: the UNet's channels and the VAE's downsampling factor
+/// (diffusers' `vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)`; SD 1.x: 4
+/// channels, factor 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatentSpace {
+    pub channels: usize,
+    pub factor: usize,
+}
+
+impl LatentSpace {
+    /// SD 1.x's.
+    pub const SD15: LatentSpace = LatentSpace {
+        channels: 4,
+        factor: 8,
+    };
+
+    /// Read from a pipeline folder's `vae/config.json` and `unet/config.json` (before loading
+    /// any weights, so that requests are checked first).
+    pub fn of_folder(dir: &Path) -> Result<Self> {
+        let vae = VaeConfig::from_file(&dir.join("vae/config.json"))?;
+        let unet = UNetConfig::from_file(&dir.join("unet/config.json"))?;
+        let levels = vae.block_out_channels.len().max(1);
+        Ok(Self {
+            channels: unet.in_channels,
+            factor: 1 << (levels - 1),
+        })
+    }
+
+    /// The latents of `batch` images of `height` x `width`.
+    pub fn shape(&self, batch: usize, height: usize, width: usize) -> [usize; 4] {
+        [
+            batch,
+            self.channels,
+            height / self.factor,
+            width / self.factor,
+        ]
+    }
+}
+
 /// The four models and the scheduler config of an SD 1.x pipeline.
 pub struct StableDiffusion<B: Backend> {
     pub tokenizer: ClipTokenizer,
@@ -127,6 +166,14 @@ impl<B: Backend> StableDiffusion<B> {
         })
     }
 
+    /// The latent space of the loaded models.
+    pub fn latent_space(&self) -> LatentSpace {
+        LatentSpace {
+            channels: self.unet.in_channels(),
+            factor: self.vae.scale_factor(),
+        }
+    }
+
     /// Text embeddings [N, 77, D] of `prompts` (each must fit in 77 tokens; "" is allowed, as
     /// diffusers' default negative prompt).
     pub fn encode_prompts(&self, prompts: &[String], device: &B::Device) -> Result<Tensor<B, 3>> {
@@ -179,8 +226,8 @@ pub struct SampleRequest<B: Backend> {
 }
 
 impl<B: Backend> SampleRequest<B> {
-    /// Checks sizes and counts, naming what is wrong.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks sizes and counts for a pipeline with latent space `latent`, naming what is wrong.
+    pub fn validate(&self, latent: LatentSpace) -> Result<()> {
         if self.prompts.is_empty() {
             bail!("no prompt given");
         }
@@ -194,13 +241,14 @@ impl<B: Backend> SampleRequest<B> {
                 self.prompts.len()
             );
         }
+        let f = latent.factor;
         if self.height == 0
             || self.width == 0
-            || !self.height.is_multiple_of(8)
-            || !self.width.is_multiple_of(8)
+            || !self.height.is_multiple_of(f)
+            || !self.width.is_multiple_of(f)
         {
             bail!(
-                "height and width must be positive multiples of 8, got {}x{}",
+                "height and width must be positive multiples of {f} (the VAE's downsampling factor), got {}x{}",
                 self.height,
                 self.width
             );
@@ -216,7 +264,7 @@ impl<B: Backend> SampleRequest<B> {
             bail!("steps must be ≥ 1");
         }
         if let InitLatents::Given(l) = &self.latents {
-            let expected = [self.prompts.len(), 4, self.height / 8, self.width / 8];
+            let expected = latent.shape(self.prompts.len(), self.height, self.width);
             if l.dims() != expected {
                 bail!("latents have shape {:?}, expected {expected:?}", l.dims());
             }
@@ -245,7 +293,7 @@ impl<B: Backend> StableDiffusion<B> {
         device: &B::Device,
         progress: &mut impl FnMut(usize, usize),
     ) -> Result<Tensor<B, 4>> {
-        req.validate()?;
+        req.validate(self.latent_space())?;
         let b = req.prompts.len();
         let cond = self.encode_prompts(&req.prompts, device)?;
         let uncond = if req.guidance <= 1.0 {
@@ -257,7 +305,7 @@ impl<B: Backend> StableDiffusion<B> {
         };
         let cond = Conditioning::new(cond, uncond, req.guidance);
         let scheduler = DdimScheduler::new(self.scheduler.clone(), req.steps)?;
-        let shape = [b, 4, req.height / 8, req.width / 8];
+        let shape = self.latent_space().shape(b, req.height, req.width);
         let latents = match &req.latents {
             InitLatents::Seed(seed) => NoiseRng::new(*seed).tensor::<B, 4>(shape, device),
             InitLatents::Given(l) => l.clone(),

@@ -323,6 +323,11 @@ pub struct LatentDist<B: Backend> {
 }
 
 impl<B: Backend> AutoencoderKL<B> {
+    /// The downsampling factor from images to latents: 2^(levels − 1) (SD 1.x: 8).
+    pub fn scale_factor(&self) -> usize {
+        1 << self.encoder.down_blocks.len().saturating_sub(1)
+    }
+
     /// Images in [-1, 1] [B, 3, H, W] → the latent Gaussian (unscaled latents).
     pub fn encode(&self, image: Tensor<B, 4>) -> LatentDist<B> {
         let h = self.encoder.forward(image);

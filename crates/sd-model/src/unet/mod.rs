@@ -333,6 +333,11 @@ pub struct UNet2DConditionModel<B: Backend> {
 }
 
 impl<B: Backend> UNet2DConditionModel<B> {
+    /// Latent channels in (SD 1.x: 4).
+    pub fn in_channels(&self) -> usize {
+        self.conv_in.weight.lazy_shape()[1]
+    }
+
     /// Predicts the noise (or v) for `sample` [B, 4, h, w] at per-sample `timesteps` [B] with
     /// text embeddings `context` [B, 77, D].
     pub fn forward(
