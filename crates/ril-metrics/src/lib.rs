@@ -6,6 +6,7 @@
 pub mod clip_score;
 pub mod eval;
 pub mod fid;
+pub mod figure;
 pub mod forgetting;
 pub mod inception;
 pub mod pil;
