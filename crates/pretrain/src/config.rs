@@ -22,6 +22,9 @@ pub struct PretrainConfig {
     pub backend: BackendKind,
     /// Square image size in pixels (the VAE and the UNet must divide it).
     pub resolution: usize,
+    /// The run folder (checkpoint, metrics.jsonl, and `pipeline/` at the end); relative to the
+    /// config file's folder.
+    pub output: PathBuf,
     pub data: DataConfig,
     pub tokenizer: TokenizerConfig,
     pub vae: VaePhase,
@@ -133,6 +136,7 @@ impl PretrainConfig {
         if let Some(f) = self.data.folder.as_mut() {
             fix(f);
         }
+        fix(&mut self.output);
         fix(&mut self.tokenizer.base);
         fix(&mut self.vae.config);
         fix(&mut self.unet.config);
@@ -259,9 +263,12 @@ impl PretrainConfig {
         Ok(Models { vae, unet, text })
     }
 
-    /// The config as canonical JSON (stored in checkpoints to refuse resuming another run).
+    /// The config as canonical JSON (stored in checkpoints to refuse resuming another run); the
+    /// output folder is left out, so that a moved run folder still resumes.
     pub fn canonical(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut c = self.clone();
+        c.output = PathBuf::new();
+        serde_json::to_string(&c).unwrap_or_default()
     }
 }
 

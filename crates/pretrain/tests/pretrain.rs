@@ -74,6 +74,7 @@ fn tiny_config(dir: &Path, edit: &dyn Fn(&mut String)) -> PathBuf {
     let mut toml = format!(
         r#"seed = 3
 resolution = 16
+output = "run"
 checkpoint_every = 2
 
 [data]
