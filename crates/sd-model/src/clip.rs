@@ -82,6 +82,23 @@ impl ClipTextConfig {
 
     /// Rejects what this implementation does not build.
     pub fn validate(&self) -> Result<()> {
+        use crate::config::{MAX_LAYERS, MAX_WIDTH, check_range};
+        check_range("vocab_size", self.vocab_size, 1, 1 << 20)?;
+        check_range("hidden_size", self.hidden_size, 1, MAX_WIDTH)?;
+        check_range("intermediate_size", self.intermediate_size, 1, MAX_WIDTH)?;
+        check_range("num_hidden_layers", self.num_hidden_layers, 1, MAX_LAYERS)?;
+        check_range(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            2,
+            1 << 16,
+        )?;
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            bail!(
+                "layer_norm_eps must be a positive number, got {}",
+                self.layer_norm_eps
+            );
+        }
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
@@ -243,6 +260,11 @@ pub struct ClipTextOutput<B: Backend> {
 }
 
 impl<B: Backend> ClipTextModel<B> {
+    /// The longest token sequence the position table holds (`max_position_embeddings`).
+    pub fn max_positions(&self) -> usize {
+        self.embeddings.position_embedding.weight.lazy_shape()[0]
+    }
+
     /// `input_ids` [B, N] (N ≤ max_position_embeddings).
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> ClipTextOutput<B> {
         let _span = tracing::trace_span!("text_encoder").entered();

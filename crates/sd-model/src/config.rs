@@ -13,6 +13,21 @@ pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
+/// The largest width, channel count or vocabulary a config may ask for: far above every SD 1.x /
+/// CLIP size (SD 1.5's widest is 1280 channels, CLIP's vocabulary 49,408), low enough that a typo
+/// is refused before a huge allocation aborts the process.
+pub const MAX_WIDTH: usize = 1 << 17;
+/// The most layers (resnets, transformer blocks, encoder layers) per block or model a config may ask for.
+pub const MAX_LAYERS: usize = 256;
+
+/// Refuses `value` outside `[min, max]`, naming the field and the limits.
+pub fn check_range(field: &str, value: usize, min: usize, max: usize) -> Result<()> {
+    if value < min || value > max {
+        bail!("{field} = {value} is out of range: it must be between {min} and {max}");
+    }
+    Ok(())
+}
+
 /// A config value that diffusers accepts either as one number or as one per block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -157,9 +157,20 @@ impl<B: Backend> StableDiffusion<B> {
         } else {
             DdimConfig::sd15()
         };
+        let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let text_encoder = load_text_encoder(&dir.join("text_encoder"), device)?;
+        let positions = text_encoder.max_positions();
+        if tokenizer.max_length > positions {
+            bail!(
+                "{}: model_max_length = {} is longer than the text encoder's {positions} positions                  (max_position_embeddings in {})",
+                dir.join("tokenizer/tokenizer_config.json").display(),
+                tokenizer.max_length,
+                dir.join("text_encoder/config.json").display()
+            );
+        }
         Ok(Self {
-            tokenizer: ClipTokenizer::from_dir(&dir.join("tokenizer"))?,
-            text_encoder: load_text_encoder(&dir.join("text_encoder"), device)?,
+            tokenizer,
+            text_encoder,
             unet: load_unet(&dir.join("unet"), device)?,
             vae: load_vae(&dir.join("vae"), device)?,
             scheduler,

@@ -75,11 +75,19 @@ impl ClipTokenizer {
         let bos_id = id(token("bos_token", "<|startoftext|>"))?;
         let eos_id = id(token("eos_token", "<|endoftext|>"))?;
         let pad_id = id(token("pad_token", "<|endoftext|>"))?;
+        // transformers writes a huge sentinel (1e30) for "no limit": CLIP's 77 then applies.
         let max_length = config
             .as_ref()
-            .and_then(|c| c.get("model_max_length")?.as_u64())
-            .filter(|&m| m <= 4096)
-            .unwrap_or(77) as usize;
+            .and_then(|c| c.get("model_max_length")?.as_f64())
+            .filter(|&m| m <= 4096.0)
+            .unwrap_or(77.0);
+        if max_length < 2.0 || max_length.fract() != 0.0 {
+            bail!(
+                "{}: model_max_length = {max_length} must be a whole number of at least 2 (BOS and EOS)",
+                dir.join("tokenizer_config.json").display()
+            );
+        }
+        let max_length = max_length as usize;
         Ok(Self {
             inner,
             bos_id,

@@ -113,6 +113,22 @@ impl VaeConfig {
         if self.shift_factor.is_some() {
             bail!("unsupported config: shift_factor must be null");
         }
+        use crate::config::{MAX_LAYERS, MAX_WIDTH, check_range};
+        check_range("block_out_channels length", n, 1, 16)?;
+        for &c in &self.block_out_channels {
+            check_range("block_out_channels entry", c, 1, MAX_WIDTH)?;
+        }
+        check_range("norm_num_groups", self.norm_num_groups, 1, MAX_WIDTH)?;
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)?;
+        check_range("out_channels", self.out_channels, 1, MAX_WIDTH)?;
+        check_range("latent_channels", self.latent_channels, 1, MAX_WIDTH)?;
+        check_range("layers_per_block", self.layers_per_block, 1, MAX_LAYERS)?;
+        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+            bail!(
+                "scaling_factor must be a positive number, got {}",
+                self.scaling_factor
+            );
+        }
         if !self.mid_block_add_attention {
             bail!("unsupported config: mid_block_add_attention must be true");
         }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use burn::prelude::*;
 use common::{
     B, RawEntry, assert_close, copy_dir, fixture, read_raw, reference, scratch, values, write_raw,
@@ -420,4 +422,87 @@ fn non_finite_pixels_are_refused_not_written_black() {
         err.contains("image 1 has a non-finite pixel value (NaN) at channel 1, row 1, column 2"),
         "{err}"
     );
+}
+
+/// The tiny pipeline copied to a scratch folder with `file` (relative) edited by `edit`.
+fn edited_pipeline(name: &str, file: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let dir = scratch(name);
+    copy_dir(&fixture("tiny-sd"), &dir);
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+    dir
+}
+
+#[test]
+fn config_values_that_would_divide_by_zero_or_overflow_are_refused_by_field() {
+    // Each of these panicked (a division by zero, an underflow, an out-of-bounds index) or
+    // tried a huge allocation before it was checked; now each is an error naming the field.
+    let device = Default::default();
+    let cases: [(&str, &str, &str, &str, &str); 7] = [
+        (
+            "unet/config.json",
+            "\"norm_num_groups\": 4",
+            "\"norm_num_groups\": 0",
+            "norm_num_groups = 0",
+            "unet",
+        ),
+        (
+            "vae/config.json",
+            "\"norm_num_groups\": 4",
+            "\"norm_num_groups\": 0",
+            "norm_num_groups = 0",
+            "vae",
+        ),
+        (
+            "unet/config.json",
+            "\"layers_per_block\": 2",
+            "\"layers_per_block\": 100000",
+            "layers_per_block = 100000",
+            "unet",
+        ),
+        (
+            "vae/config.json",
+            "\"latent_channels\": 4",
+            "\"latent_channels\": 0",
+            "latent_channels = 0",
+            "vae",
+        ),
+        (
+            "text_encoder/config.json",
+            "\"hidden_size\": 24",
+            "\"hidden_size\": 1000000000",
+            "hidden_size = 1000000000",
+            "text_encoder",
+        ),
+        (
+            "tokenizer/tokenizer_config.json",
+            "\"model_max_length\": 77",
+            "\"model_max_length\": 1",
+            "model_max_length = 1",
+            "tokenizer_config.json",
+        ),
+        (
+            "tokenizer/tokenizer_config.json",
+            "\"model_max_length\": 77",
+            "\"model_max_length\": 100",
+            "longer than the text encoder's 77 positions",
+            "tokenizer_config.json",
+        ),
+    ];
+    for (i, (file, from, to, expected, names)) in cases.into_iter().enumerate() {
+        let dir = edited_pipeline(&format!("cfg{i}"), file, |t| {
+            assert!(t.contains(from), "{file} has no {from}");
+            t.replace(from, to)
+        });
+        let err = format!(
+            "{:#}",
+            StableDiffusion::<B>::load(&dir, &device).err().unwrap()
+        );
+        assert!(
+            err.contains(expected) && err.contains(names),
+            "{file}: {err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -210,6 +210,31 @@ impl UNetConfig {
                 bail!("unsupported config: {msg}");
             }
         }
+        use crate::config::{MAX_LAYERS, MAX_WIDTH, check_range};
+        check_range("block_out_channels length", levels, 1, 16)?;
+        for &c in &self.block_out_channels {
+            check_range("block_out_channels entry", c, 1, MAX_WIDTH)?;
+        }
+        check_range("norm_num_groups", self.norm_num_groups, 1, MAX_WIDTH)?;
+        check_range("in_channels", self.in_channels, 1, MAX_WIDTH)?;
+        check_range("out_channels", self.out_channels, 1, MAX_WIDTH)?;
+        check_range(
+            "cross_attention_dim",
+            self.cross_attention_dim,
+            1,
+            MAX_WIDTH,
+        )?;
+        for (field, v) in [
+            ("layers_per_block", &self.layers_per_block),
+            (
+                "transformer_layers_per_block",
+                &self.transformer_layers_per_block,
+            ),
+        ] {
+            for n in v.expand(levels, field)? {
+                check_range(field, n, 1, MAX_LAYERS)?;
+            }
+        }
         let heads = self.heads()?;
         for (i, (&c, &h)) in self.block_out_channels.iter().zip(&heads).enumerate() {
             if h == 0 || c % h != 0 {
