@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data, fixture, reference};
+use common::{data, reference};
 use sd_model::ClipTokenizer;
 
 fn prompts() -> Vec<String> {
