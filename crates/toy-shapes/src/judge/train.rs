@@ -95,7 +95,9 @@ impl<B: Backend> ModuleMapper<B> for SeededInit {
             let bound = (6.0 / fan_in as f32).sqrt();
             (0..n).map(|_| bound * self.0.signed()).collect()
         };
-        let t = Tensor::from_data(TensorData::new(values, dims), &tensor.device());
+        // A tensor made from data does not track gradients: keep the parameter's setting.
+        let t = Tensor::from_data(TensorData::new(values, dims), &tensor.device())
+            .set_require_grad(tensor.is_require_grad());
         Param::from_mapped_value(id, t, mapper)
     }
 }
