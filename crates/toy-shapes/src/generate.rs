@@ -179,9 +179,10 @@ fn draw_object(rng: &mut SplitMix64, positions: &[Position]) -> (Object, Jitter)
 }
 
 /// Two objects at different positions whose drawn boxes are apart: drawn again until they are
-/// (about one try in three succeeds: any sizes left/right or top/bottom, two small ones at
-/// neighbouring positions; never the centre, which touches every other position). After 64
-/// failed tries (probability below 1e-10) two small objects left and right, which always fit.
+/// (boxes at least 2 % of the side apart: any sizes left/right or top/bottom; at neighbouring
+/// positions, and with the centre, only some small/small or small/large pairs, depending on
+/// shape and jitter). After 64 failed tries (very unlikely) two small circles left and right,
+/// which always fit.
 fn draw_two(rng: &mut SplitMix64) -> (Vec<Object>, Vec<Jitter>) {
     for _ in 0..64 {
         let (a, ja) = draw_object(rng, &Position::ALL);

@@ -254,9 +254,13 @@ impl<B: Backend> Judge<B> {
             bail!("{}: no such file", weights.display());
         }
         let mut store = SafetensorsStore::from_file(&weights).allow_partial(true);
-        let result = net
-            .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+        let result = net.load_from(&mut store).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: does not match {}: {e}",
+                weights.display(),
+                config_path.display()
+            )
+        })?;
         if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
             bail!(
                 "{}: does not match {}: errors {:?}, missing {:?}, unused {:?}",
