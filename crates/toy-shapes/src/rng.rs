@@ -42,10 +42,10 @@ impl SplitMix64 {
         mix(self.state)
     }
 
-    /// A uniform integer in `0..n` (`n > 0`), by Lemire's multiply-shift (bias below 2^-32 for
-    /// the small `n` used here).
+    /// A uniform integer in `0..n` (`0 < n <= 2^32`), by Lemire's multiply-shift of the top 32
+    /// bits (bias below n / 2^32: nil for the small `n` used here).
     pub fn below(&mut self, n: usize) -> usize {
-        debug_assert!(n > 0);
+        debug_assert!(n > 0 && n as u64 <= 1 << 32);
         ((self.next_u64() >> 32).wrapping_mul(n as u64) >> 32) as usize
     }
 

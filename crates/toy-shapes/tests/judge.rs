@@ -168,7 +168,7 @@ fn accuracy_counts_each_attribute_and_refuses_mismatched_lists() {
         .objects(Objects::Two)
         .sample(0)
         .labels;
-    let e = accuracy(&[two.clone()], &[two]).unwrap_err();
+    let e = accuracy(std::slice::from_ref(&two), std::slice::from_ref(&two)).unwrap_err();
     assert!(e.contains("item 0"), "{e}");
 }
 

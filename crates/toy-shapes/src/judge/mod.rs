@@ -49,7 +49,7 @@ impl JudgeConfig {
         if self.channels.is_empty() || self.channels.contains(&0) || self.hidden == 0 {
             bail!("judge: channels must be non-empty and non-zero, hidden non-zero");
         }
-        if self.image_size == 0 || self.image_size % down != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(down) {
             bail!(
                 "judge: image_size {} is not a positive multiple of {down} (2^{} convolutions)",
                 self.image_size,
