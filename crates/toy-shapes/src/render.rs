@@ -95,7 +95,9 @@ fn colour(c: Colour) -> Color {
 
 /// Draws `labels` on a `side`x`side` image, each object with its `jitter` (missing entries mean
 /// no jitter). Objects are drawn in order, anti-aliased; a centre pixel of an object is exactly
-/// its colour and a pixel away from every object exactly the background's.
+/// its colour and a pixel away from every object exactly the background's. `side` is taken as
+/// at least 1; a side past tiny-skia's pixmap limit (about 23,000) panics, so callers that take
+/// it from users bound it (`ril data shapes --size` takes 8 to 1024).
 pub fn render(labels: &Labels, jitter: &[Jitter], side: u32) -> RgbImage {
     let side = side.max(1);
     let mut pixmap = Pixmap::new(side, side).expect("a non-zero side");

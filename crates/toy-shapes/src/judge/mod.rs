@@ -183,7 +183,8 @@ pub fn images_to_tensor<B: Backend>(
 
 impl<B: Backend> Judge<B> {
     /// The labels the judge reads off a batch of images [N, 3, S, S] in [0, 1] (one object
-    /// each, since the judge is trained on single-object images).
+    /// each, since the judge is trained on single-object images). The tensor must have that
+    /// shape (Burn panics on another); [`Judge::predict_images`] builds it from any images.
     pub fn predict(&self, images: Tensor<B, 4>) -> Vec<Labels> {
         let l = self.net.forward(images);
         let (shape, colour, size, position, background) = (
