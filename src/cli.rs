@@ -31,6 +31,8 @@ pub enum Command {
     Eval(crate::eval::EvalArgs),
     Fid(crate::fid::FidArgs),
     Bench(crate::bench::Args),
+    Data(crate::data::DataArgs),
+    Judge(crate::judge::JudgeArgs),
 }
 
 impl Command {
@@ -38,7 +40,12 @@ impl Command {
     /// `--backend cuda`): an error message naming the flags.
     fn validate(&self) -> Result<(), String> {
         match self {
-            Command::Sample(_) | Command::Train(_) | Command::Eval(_) | Command::Fid(_) => Ok(()),
+            Command::Sample(_)
+            | Command::Train(_)
+            | Command::Eval(_)
+            | Command::Fid(_)
+            | Command::Data(_)
+            | Command::Judge(_) => Ok(()),
             Command::Score(a) => a.validate(),
             Command::Soup(a) => a.validate(),
             Command::Bench(a) => a.validate(),
@@ -59,6 +66,8 @@ impl Command {
             Command::Eval(a) => crate::eval::run(&a),
             Command::Fid(a) => crate::fid::run(&a),
             Command::Bench(a) => crate::bench::run(&a),
+            Command::Data(a) => crate::data::run(&a),
+            Command::Judge(a) => crate::judge::run(&a),
         }
     }
 }

@@ -1,12 +1,15 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
 //! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model; `ril fid`
-//! compares two image folders; `ril bench` times the pipeline and a training step.
+//! compares two image folders; `ril bench` times the pipeline and a training step; `ril data`
+//! writes the toy world's data sets and `ril judge` trains and runs its attribute classifier.
 
 mod bench;
 mod cli;
+mod data;
 mod eval;
 mod fid;
+mod judge;
 mod sample;
 mod score;
 mod soup;
