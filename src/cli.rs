@@ -33,6 +33,7 @@ pub enum Command {
     Bench(crate::bench::Args),
     Data(crate::data::DataArgs),
     Judge(crate::judge::JudgeArgs),
+    Pretrain(crate::pretrain::PretrainArgs),
 }
 
 impl Command {
@@ -45,7 +46,8 @@ impl Command {
             | Command::Eval(_)
             | Command::Fid(_)
             | Command::Data(_)
-            | Command::Judge(_) => Ok(()),
+            | Command::Judge(_)
+            | Command::Pretrain(_) => Ok(()),
             Command::Score(a) => a.validate(),
             Command::Soup(a) => a.validate(),
             Command::Bench(a) => a.validate(),
@@ -68,6 +70,7 @@ impl Command {
             Command::Bench(a) => crate::bench::run(&a),
             Command::Data(a) => crate::data::run(&a),
             Command::Judge(a) => crate::judge::run(&a),
+            Command::Pretrain(a) => crate::pretrain::run(&a),
         }
     }
 }

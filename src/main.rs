@@ -2,7 +2,8 @@
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
 //! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model; `ril fid`
 //! compares two image folders; `ril bench` times the pipeline and a training step; `ril data`
-//! writes the toy world's data sets and `ril judge` trains and runs its attribute classifier.
+//! writes the toy world's data sets, `ril judge` trains and runs its attribute classifier and
+//! `ril pretrain` trains a pipeline from scratch.
 
 mod bench;
 mod cli;
@@ -10,6 +11,7 @@ mod data;
 mod eval;
 mod fid;
 mod judge;
+mod pretrain;
 mod sample;
 mod score;
 mod soup;

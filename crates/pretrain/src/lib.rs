@@ -9,6 +9,7 @@ pub mod init;
 pub mod optim;
 pub mod output;
 pub mod run;
+pub mod sources;
 pub mod vocab;
 
 pub use config::PretrainConfig;

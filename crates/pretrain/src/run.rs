@@ -74,36 +74,12 @@ pub fn run<AB: AutodiffBackend>(
     options: &RunOptions,
     device: &AB::Device,
 ) -> Result<Summary> {
-    // Every input is checked before the run folder is made.
-    let models = config.models()?;
+    let Prepared {
+        models,
+        captions,
+        scheduler,
+    } = preflight(config, source, out, options.resume)?;
     let checkpoint_path = out.join("checkpoint.safetensors");
-    if options.resume {
-        if !checkpoint_path.is_file() {
-            bail!(
-                "--resume: {} has no checkpoint (checkpoint.safetensors); start without --resume",
-                out.display()
-            );
-        }
-    } else if out.exists()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        bail!(
-            "run folder {} already exists and is not empty: pass --resume to continue it, or choose another --out",
-            out.display()
-        );
-    }
-    ClipTokenizer::from_dir(&config.tokenizer.base)?;
-    let first = source
-        .get(0)
-        .with_context(|| format!("data {}: the first example", source.describe()))?;
-    drop(first);
-    let captions = source.captions(VOCAB_CAPTIONS)?;
-    let scheduler = match &config.unet.scheduler {
-        Some(path) => DdimConfig::from_file(path)?,
-        None => DdimConfig::sd15(),
-    };
     let schedule = DdimScheduler::new(scheduler.clone(), 1)?;
 
     // The tokenizer goes into the run folder first (it decides the text encoder's size).
@@ -117,11 +93,6 @@ pub fn run<AB: AutodiffBackend>(
         vocab::copy(&config.tokenizer.base, &tok_dir)?;
     }
     let tokenizer = ClipTokenizer::from_dir(&tok_dir)?;
-    for (i, c) in captions.iter().enumerate() {
-        tokenizer
-            .encode_exact(c)
-            .with_context(|| format!("data {}: caption of example {i}", source.describe()))?;
-    }
     let mut text_config = models.text.clone();
     if text_config.vocab_size == 0 {
         text_config.vocab_size = vocab_size(&tok_dir)?;
@@ -432,6 +403,64 @@ pub fn run<AB: AutodiffBackend>(
         &text,
     )?;
     Ok(summary)
+}
+
+/// What the checks before a run found.
+pub struct Prepared {
+    pub models: Models,
+    /// The captions that decide the pruned vocabulary (all fit the text encoder).
+    pub captions: Vec<String>,
+    pub scheduler: DdimConfig,
+}
+
+/// Every check a run makes before it creates anything: the model configs, the run folder (empty
+/// or absent; with `resume`, holding a checkpoint), the tokenizer, the first example, every
+/// caption of a folder (a stream's first 20,000) within 77 tokens (the pruned tokenizer splits
+/// them as the base one), the scheduler config. `ril pretrain --check` runs exactly these.
+pub fn preflight(
+    config: &PretrainConfig,
+    source: &dyn Source,
+    out: &Path,
+    resume: bool,
+) -> Result<Prepared> {
+    let models = config.models()?;
+    let checkpoint_path = out.join("checkpoint.safetensors");
+    if resume {
+        if !checkpoint_path.is_file() {
+            bail!(
+                "--resume: {} has no checkpoint (checkpoint.safetensors); start without --resume",
+                out.display()
+            );
+        }
+    } else if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        bail!(
+            "run folder {} already exists and is not empty: pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    let base = ClipTokenizer::from_dir(&config.tokenizer.base)?;
+    source
+        .get(0)
+        .with_context(|| format!("data {}: the first example", source.describe()))?;
+    let captions = source.captions(VOCAB_CAPTIONS)?;
+    for (i, c) in captions.iter().enumerate() {
+        base.encode_exact(c)
+            .with_context(|| format!("data {}: caption of example {i}", source.describe()))?;
+    }
+    let scheduler = match &config.unet.scheduler {
+        Some(path) => DdimConfig::from_file(path)?,
+        None => DdimConfig::sd15(),
+    };
+    DdimScheduler::new(scheduler.clone(), 1)?;
+    Ok(Prepared {
+        models,
+        captions,
+        scheduler,
+    })
 }
 
 /// 1 / the standard deviation of the latents of [`SCALE_IMAGES`] images drawn from the source.
