@@ -8,7 +8,9 @@
 //! block against tiles of keys with `gemm` (no full score matrix, as flash attention), keeps the
 //! running maximum and sum per row (online softmax), and evaluates `exp` with a polynomial that
 //! vectorises. Each output element is computed by one task in a fixed order, so results do not
-//! depend on the number of threads. Backward passes (the autodiff backend) use Burn's op.
+//! depend on the number of threads. Under ril's autodiff backends the whole attention is one
+//! autodiff op (`crate::attention_grad`): this forward on the inner backend and a blocked
+//! backward that never holds the full score matrix.
 
 use burn::prelude::*;
 use burn::tensor::module::attention;
@@ -35,7 +37,21 @@ pub fn scaled_dot_product<B: Backend>(
     if let Some(out) = flex_attention(&q, &k, &v) {
         return out;
     }
+    if shapes_agree(&q, &k, &v)
+        && let Some(out) = crate::attention_grad::dispatch(&q, &k, &v)
+    {
+        return out;
+    }
     attention(q, k, v, None, None, AttentionModuleOptions::default())
+}
+
+/// Whether `q` [B, H, N, D], `k` [B, H, M, D] and `v` [B, H, M, Dv] fit together, with no
+/// empty dimension.
+fn shapes_agree<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>) -> bool {
+    let [b, h, n, d] = q.dims();
+    let [kb, kh, m, kd] = k.dims();
+    let [vb, vh, vm, dv] = v.dims();
+    [kb, kh, kd] == [b, h, d] && [vb, vh, vm] == [b, h, m] && ![b, h, n, m, d, dv].contains(&0)
 }
 
 /// The kernel's result when `B` is burn-flex and all three are f32 with matching shapes; `None`
@@ -45,12 +61,11 @@ fn flex_attention<B: Backend>(
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
 ) -> Option<Tensor<B, 4>> {
-    let [b, h, n, d] = q.dims();
-    let [kb, kh, m, kd] = k.dims();
-    let [vb, vh, vm, dv] = v.dims();
-    if [kb, kh, kd] != [b, h, d] || [vb, vh, vm] != [b, h, m] || [n, m, d, dv].contains(&0) {
+    if !shapes_agree(q, k, v) {
         return None;
     }
+    let [b, h, n, d] = q.dims();
+    let [_, _, m, dv] = v.dims();
     let (q, k, v) = (
         Strided::new(flex::tensor(q)?),
         Strided::new(flex::tensor(k)?),
