@@ -349,8 +349,10 @@ mod tests {
         assert_eq!(run(1), run(3));
     }
 
+    /// Under autodiff the forward is this kernel (inside `attention_grad`'s op) and gradients
+    /// reach the inputs; tests/attention_grad.rs compares those gradients with Burn's.
     #[test]
-    fn autodiff_backend_uses_burns_op_and_agrees() {
+    fn autodiff_backend_agrees_with_the_kernel() {
         let [q, k, v] = inputs::<Cpu>([1, 2, 50, 300, 8, 8], 1.0);
         let fast = scaled_dot_product(q.clone(), k.clone(), v.clone());
         let [qa, ka, va] =
@@ -358,7 +360,7 @@ mod tests {
         let out = scaled_dot_product(qa.clone(), ka, va);
         let grads = out.clone().sum().backward();
         assert!(qa.grad(&grads).is_some());
-        let diff = max_abs_diff(fast, out.inner());
-        assert!(diff < 2e-5, "max |diff| {diff:e}");
+        // The same kernel on the same inputs: the same bits (Burn's op would differ by ~1e-7).
+        assert_eq!(fast.into_data(), out.inner().into_data());
     }
 }
