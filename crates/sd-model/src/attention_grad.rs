@@ -195,9 +195,10 @@ fn blocked_grads<X: Backend>(
     let (mut dq_blocks, mut dk, mut dv) = (Vec::new(), None, None);
     for start in (0..n).step_by(rows) {
         let len = rows.min(n - start);
-        let q_b = q.clone().narrow(2, start, len);
+        // Scaled here, [B, H, rows, D], rather than the scores, [B, H, rows, M].
+        let q_b = q.clone().narrow(2, start, len) * scale;
         let d_out_b = d_out.clone().narrow(2, start, len);
-        let p = softmax(q_b.clone().matmul(k_t.clone()) * scale, 3);
+        let p = softmax(q_b.clone().matmul(k_t.clone()), 3);
         if want_v {
             let term = p.clone().swap_dims(2, 3).matmul(d_out_b.clone());
             dv = Some(accumulate(dv, term));
@@ -206,6 +207,7 @@ fn blocked_grads<X: Backend>(
         let d_p = d_out_b.matmul(v_t.clone());
         let d_s = p * (d_p - delta.clone().narrow(2, start, len));
         if want_k {
+            // dSᵀ (Qb · s): the scale is already in q_b.
             let term = d_s.clone().swap_dims(2, 3).matmul(q_b);
             dk = Some(accumulate(dk, term));
         }
@@ -214,7 +216,6 @@ fn blocked_grads<X: Backend>(
         }
     }
     let dq = (!dq_blocks.is_empty()).then(|| Tensor::cat(dq_blocks, 2) * scale);
-    let dk = dk.map(|dk| dk * scale);
     let back = |t: Option<Tensor<X, 4>>, dtype: DType| {
         t.map(|t| {
             if dtype == DType::F32 {
