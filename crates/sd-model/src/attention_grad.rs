@@ -144,6 +144,7 @@ impl<X: Backend> Backward<X, 3> for AttentionBackward {
     type State = ([NodeId; 3], FloatTensor<X>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let _span = tracing::trace_span!("attention_backward").entered();
         let ([q_id, k_id, v_id], out) = ops.state;
         let wrap = |t: FloatTensor<X>| Tensor::<X, 4>::from_primitive(TensorPrimitive::Float(t));
         let q = wrap(ckpt.retrieve_node_output(q_id));
@@ -174,6 +175,9 @@ fn blocked_grads<X: Backend>(
     want: [bool; 3],
     rows: usize,
 ) -> [Option<Tensor<X, 4>>; 3] {
+    if want == [false; 3] {
+        return [None, None, None];
+    }
     let dtypes = [q.dtype(), k.dtype(), v.dtype()];
     let f32 = |t: Tensor<X, 4>| {
         if t.dtype() == DType::F32 {

@@ -129,6 +129,20 @@ fn only_the_tracked_inputs_get_gradients() {
 }
 
 #[test]
+fn one_tensor_as_query_key_and_value_gets_the_sum_of_its_gradients() {
+    // The three uses are one graph node, checkpointed and retrieved three times.
+    let [x, _, _, proj] = inputs([1, 2, 100, 100, 8, 8], 1.0, 4);
+    let one = |attn: fn(Tensor<AD, 4>, Tensor<AD, 4>, Tensor<AD, 4>) -> Tensor<AD, 4>| {
+        let x = Tensor::<AD, 4>::from_inner(x.clone()).require_grad();
+        let out = attn(x.clone(), x.clone(), x.clone());
+        let grads = (out * Tensor::from_inner(proj.clone())).sum().backward();
+        values(x.grad(&grads).expect("gradient of x"))
+    };
+    let got = one(|q, k, v| attention_grad::attention(q, k, v, 32));
+    assert_close("d/dx", &got, &one(unfused), 1e-4, 1e-5);
+}
+
+#[test]
 fn strided_inputs_and_an_upstream_parameter_get_the_same_gradients() {
     // As Attention::forward hands them over: projections of a [B, N, C] input, split into heads
     // by reshape + swap_dims (views), and a weight upstream whose gradient sums over all heads.
