@@ -47,7 +47,11 @@ pub fn scaled_dot_product<B: Backend>(
 
 /// Whether `q` [B, H, N, D], `k` [B, H, M, D] and `v` [B, H, M, Dv] fit together, with no
 /// empty dimension.
-fn shapes_agree<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>) -> bool {
+pub(crate) fn shapes_agree<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+) -> bool {
     let [b, h, n, d] = q.dims();
     let [kb, kh, m, kd] = k.dims();
     let [vb, vh, vm, dv] = v.dims();

@@ -55,7 +55,7 @@ pub fn block_rows(dims: [usize; 4], m: usize) -> usize {
 
 /// The op's result when `B` is one of ril's autodiff backends (any of [`crate::backend`]'s
 /// inner backends under `Autodiff` with `NoCheckpointing` or `BalancedCheckpointing`); `None`
-/// otherwise (the caller then uses Burn's op). The shapes must already be known to agree.
+/// otherwise (the caller then uses Burn's op).
 pub(crate) fn dispatch<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -101,14 +101,19 @@ fn routed<B: Backend, X: Backend, C: CheckpointStrategy>(
 }
 
 /// softmax(q kᵀ / √d) v for `q` [B, H, N, D], `k` [B, H, M, D], `v` [B, H, M, Dv] as one
-/// autodiff op whose backward handles `rows` query rows at a time (clamped to 1..=N). The
-/// shapes must agree (as [`crate::attention::scaled_dot_product`] checks before calling it).
+/// autodiff op whose backward handles `rows` query rows at a time (clamped to 1..=N). Shapes
+/// that do not fit together (or have an empty dimension) go to Burn's `attention`, which says
+/// what is wrong.
 pub fn attention<X: Backend, C: CheckpointStrategy>(
     q: Tensor<Autodiff<X, C>, 4>,
     k: Tensor<Autodiff<X, C>, 4>,
     v: Tensor<Autodiff<X, C>, 4>,
     rows: usize,
 ) -> Tensor<Autodiff<X, C>, 4> {
+    if !crate::attention::shapes_agree(&q, &k, &v) {
+        let options = burn::tensor::ops::AttentionModuleOptions::default();
+        return burn::tensor::module::attention(q, k, v, None, None, options);
+    }
     let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
     let forward = |q: FloatTensor<X>, k: FloatTensor<X>, v: FloatTensor<X>| {
         let [q, k, v] =
