@@ -3,7 +3,7 @@
 //! allocator (this binary's own; its measurements take turns, so nothing else allocates
 //! meanwhile).
 //!
-//! The measure is deterministic: on the flex CPU backend every tensor is a heap allocation of a
+//! The measure does not depend on timing: on the flex CPU backend every tensor is a heap allocation of a
 //! size fixed by the shapes; what depends on scheduling (the flash kernel's 256 KiB score tile
 //! per running task, gemm's packing buffers per thread) is well under a MiB on 2 cores and a few
 //! MiB on many, against margins of 70 MiB and more.
