@@ -19,7 +19,7 @@
 //! The extra memory is a few [B, H, rows, M] tiles of one block at a time (rows chosen so a
 //! tile holds about [`TILE_ELEMS`] values), at the price of computing Q Kᵀ a second time.
 //! Everything is written with Burn tensor ops on the inner backend, so it runs on every backend.
-//! Models stay generic over `B: Backend`: [`dispatch`] recognises at run time (by type id, as
+//! Models stay generic over `B: Backend`: `dispatch` recognises at run time (by type id, as
 //! `crate::flex` does for the flex kernels) the autodiff backends ril runs on.
 
 use std::any::TypeId;
