@@ -173,9 +173,13 @@ fn strided_inputs_and_an_upstream_parameter_get_the_same_gradients() {
 /// The UNet's gradients w.r.t. its sample and text embeddings under `BalancedCheckpointing`
 /// (where q, k and v, made by reshapes and transposes, are recomputed in the backward rather
 /// than kept) match diffusers' fixture as in tests/parity.rs, with its tolerance.
+///
+/// On burn-flex whatever the features: on burn-tch (CPU, torch 2.x) Burn 0.21's
+/// `BalancedCheckpointing` gives this UNet wrong input gradients (an element 0.389 for 0.032)
+/// with Burn's unfused attention as with this op, so the failure there is not the op's.
 #[test]
 fn unet_gradients_match_diffusers_under_balanced_checkpointing() {
-    type Ck = Autodiff<B, BalancedCheckpointing>;
+    type Ck = Autodiff<sd_model::backend::Cpu, BalancedCheckpointing>;
     let r = reference("unet");
     let device = Default::default();
     let unet = load_unet::<Ck>(&fixture("tiny-sd/unet"), &device).unwrap();
