@@ -3,6 +3,7 @@
 //! diffusers folders and proved equal to diffusers / transformers by parity tests.
 
 pub mod attention;
+pub mod attention_grad;
 pub mod backend;
 pub mod clip;
 pub mod config;
