@@ -80,6 +80,9 @@ pub struct VaePhase {
     pub steps: u64,
     pub batch_size: usize,
     pub lr: f64,
+    /// Steps of linear learning-rate warm-up from lr / warmup_steps (none by default).
+    #[serde(default)]
+    pub warmup_steps: u64,
     #[serde(default)]
     pub weight_decay: f64,
     /// Weight of the KL term against the per-image L1 reconstruction sum (LDM: 1e-6).
@@ -107,6 +110,9 @@ pub struct UNetPhase {
     pub steps: u64,
     pub batch_size: usize,
     pub lr: f64,
+    /// Steps of linear learning-rate warm-up (none by default).
+    #[serde(default)]
+    pub warmup_steps: u64,
     #[serde(default)]
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,

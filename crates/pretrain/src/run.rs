@@ -226,11 +226,12 @@ pub fn run<AB: AutodiffBackend>(
             let grads = loss.backward();
             let norm = grad_norm(&[&vae], &grads);
             opt.begin_step();
+            let lr = warmed_up(phase.lr, phase.warmup_steps, pos.step);
             vae = opt.update(
                 vae,
                 "vae",
                 &grads,
-                phase.lr,
+                lr,
                 phase.weight_decay,
                 clip_factor(norm, phase.max_grad_norm),
             );
@@ -339,15 +340,9 @@ pub fn run<AB: AutodiffBackend>(
         };
         let scale = clip_factor(norm, phase.max_grad_norm);
         opt.begin_step();
-        unet = opt.update(unet, "unet", &grads, phase.lr, phase.weight_decay, scale);
-        text = opt.update(
-            text,
-            "text_encoder",
-            &grads,
-            phase.lr,
-            phase.weight_decay,
-            scale,
-        );
+        let lr = warmed_up(phase.lr, phase.warmup_steps, pos.step);
+        unet = opt.update(unet, "unet", &grads, lr, phase.weight_decay, scale);
+        text = opt.update(text, "text_encoder", &grads, lr, phase.weight_decay, scale);
         pos.step += 1;
         let loss = scalar(loss);
         if !loss.is_finite() {
@@ -403,6 +398,16 @@ pub fn run<AB: AutodiffBackend>(
         &text,
     )?;
     Ok(summary)
+}
+
+/// The learning rate of the step after `done` steps: linear warm-up over `warmup` steps
+/// (`lr · (done + 1) / warmup`), then constant.
+fn warmed_up(lr: f64, warmup: u64, done: u64) -> f64 {
+    if done < warmup {
+        lr * (done + 1) as f64 / warmup as f64
+    } else {
+        lr
+    }
 }
 
 /// What the checks before a run found.

@@ -96,6 +96,7 @@ text_encoder = "text.json"
 steps = 24
 batch_size = 8
 lr = 3e-3
+warmup_steps = 4
 max_grad_norm = 1.0
 "#,
         repo("data/clip-tokenizer").display()
