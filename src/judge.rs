@@ -20,6 +20,43 @@ pub struct JudgeArgs {
 pub enum JudgeCommand {
     Train(JudgeTrainArgs),
     Eval(JudgeEvalArgs),
+    Pipeline(JudgePipelineArgs),
+}
+
+/// Judges how well a pipeline's images follow their captions.
+///
+/// Samples one image for each single-object caption 0..COUNT of the held-out stream of --seed
+/// (DDIM, eta 0; each image from its own seeded latents), and prints the judge's accuracy per
+/// attribute on them beside its accuracy on the real images of the same items and chance.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct JudgePipelineArgs {
+    /// A diffusers pipeline folder (e.g. data/toy/pipeline).
+    #[arg(long, value_name = "DIR", value_parser = crate::cli::text())]
+    pub model: String,
+    /// A judge folder (e.g. data/toy/judge).
+    #[arg(long, value_name = "DIR")]
+    pub judge: PathBuf,
+    /// The held-out stream's seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Captions to sample.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = crate::cli::at_least_one())]
+    pub count: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, value_name = "G", default_value_t = 7.5)]
+    pub guidance: f64,
+    /// DDIM steps.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = crate::cli::at_least_one())]
+    pub steps: usize,
+    /// Also write the first images with their captions as a grid (PNG).
+    #[arg(long, value_name = "FILE")]
+    pub grid: Option<PathBuf>,
+    /// Images in the grid.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub grid_count: usize,
+    /// Also write the verdicts as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// Trains a judge on the single-object train stream (CPU) and evaluates it on the held-out one.
@@ -62,6 +99,7 @@ pub fn run(a: &JudgeArgs) -> Result<()> {
     match &a.command {
         JudgeCommand::Train(t) => run_train(t),
         JudgeCommand::Eval(e) => run_eval(e),
+        JudgeCommand::Pipeline(p) => run_pipeline(p),
     }
 }
 
@@ -163,5 +201,48 @@ fn run_eval(a: &JudgeEvalArgs) -> Result<()> {
         acc.n,
         dir.display()
     );
+    Ok(())
+}
+
+fn run_pipeline(a: &JudgePipelineArgs) -> Result<()> {
+    if !a.guidance.is_finite() {
+        bail!("--guidance must be finite, got {}", a.guidance);
+    }
+    let device = Default::default();
+    let judge = Judge::<Cpu>::load(&a.judge, &device).context("--judge")?;
+    let dir = sd_model::hub::resolve_model(&a.model)?;
+    let sd = sd_model::pipeline::StableDiffusion::<Cpu>::load(&dir, &device).context("--model")?;
+    let spec = pretrain::follow::FollowSpec {
+        seed: a.seed,
+        count: a.count,
+        guidance: a.guidance,
+        steps: a.steps,
+        ..Default::default()
+    };
+    let bar = indicatif::ProgressBar::new(a.count as u64);
+    let (verdict, cells) = pretrain::follow::follow(&sd, &judge, spec, &device, |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{}: caption following on {} held-out captions (seed {}, guidance {}, {} DDIM steps), judged by {}:\n{verdict}",
+        a.model,
+        a.count,
+        a.seed,
+        a.guidance,
+        a.steps,
+        a.judge.display()
+    );
+    if let Some(path) = &a.grid {
+        let n = a.grid_count.min(cells.len());
+        let grid = ril_metrics::figure::captioned_grid(&cells[..n], 4, 2);
+        sd_model::pipeline::save_png(&grid, path)?;
+        println!("grid: {}", path.display());
+    }
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&verdict)? + "\n";
+        lora_group::io::write_atomic(path, text.as_bytes())?;
+        println!("verdicts: {}", path.display());
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod data;
+pub mod follow;
 pub mod init;
 pub mod optim;
 pub mod output;

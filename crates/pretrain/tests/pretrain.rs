@@ -216,6 +216,36 @@ fn losses_fall_and_a_resumed_run_writes_the_same_pipeline() {
             .unwrap()
     };
     assert_eq!(sample(), sample());
+    // Caption following: one verdict per caption, the same images whatever the batch size
+    // (each image has its own latents; batching may reorder f32 sums, hence 1/255).
+    let judge = toy_shapes::judge::Judge::<Cpu>::load(&repo("data/toy/judge"), &device).unwrap();
+    let spec = |batch| pretrain::follow::FollowSpec {
+        count: 3,
+        steps: 2,
+        size: 16,
+        batch,
+        ..Default::default()
+    };
+    let (one, cells_one) =
+        pretrain::follow::follow(&sd, &judge, spec(1), &device, |_, _| {}).unwrap();
+    let (three, cells_three) =
+        pretrain::follow::follow(&sd, &judge, spec(3), &device, |_, _| {}).unwrap();
+    assert_eq!((one.generated.n, one.real.n, cells_one.len()), (3, 3, 3));
+    assert_eq!(one.real, three.real);
+    for ((a, ca), (b, cb)) in cells_one.iter().zip(&cells_three) {
+        assert_eq!(ca, cb);
+        let worst = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max();
+        assert!(
+            worst <= Some(1),
+            "{ca}: images differ by {worst:?}/255 between batch sizes"
+        );
+    }
+
     // config.json holds the shortest round-trip decimal; serde_json's default float parser
     // (without `float_roundtrip`) may read it back one unit in the last place off.
     let rel = (sd.vae.scaling_factor - summary.scaling_factor).abs() / summary.scaling_factor;
