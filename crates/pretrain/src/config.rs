@@ -90,6 +90,12 @@ pub struct VaePhase {
     pub kl_weight: f64,
     /// Global gradient-norm clip (none when absent).
     pub max_grad_norm: Option<f64>,
+    /// The log-variance channels' bias at initialisation (0: PyTorch's default rule gives
+    /// about 0, a posterior standard deviation of 1, which drowns the latent means for the first
+    /// thousands of steps since Adam moves each weight by about lr per step; a negative value
+    /// starts the posterior nearly deterministic, where the tiny KL weight leaves it anyway).
+    #[serde(default)]
+    pub logvar_bias: f64,
 }
 
 fn default_kl() -> f64 {
@@ -205,6 +211,12 @@ impl PretrainConfig {
             {
                 bail!("{name} must be a positive number, got {c}");
             }
+        }
+        if !(self.vae.logvar_bias.is_finite() && (-30.0..=20.0).contains(&self.vae.logvar_bias)) {
+            bail!(
+                "vae.logvar_bias must be within the log-variance clamp [-30, 20], got {}",
+                self.vae.logvar_bias
+            );
         }
         if !(self.vae.kl_weight.is_finite() && self.vae.kl_weight >= 0.0) {
             bail!("vae.kl_weight must be ≥ 0, got {}", self.vae.kl_weight);

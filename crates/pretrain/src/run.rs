@@ -103,6 +103,9 @@ pub fn run<AB: AutodiffBackend>(
         models.vae.init(device)?,
         NoiseRng::derive(seed, &[STREAM_INIT, 0]),
     );
+    if config.vae.logvar_bias != 0.0 {
+        vae = with_logvar_bias(vae, config.vae.logvar_bias, device)?;
+    }
     let mut unet: UNet2DConditionModel<AB> = initialise(
         models.unet.init(device)?,
         NoiseRng::derive(seed, &[STREAM_INIT, 1]),
@@ -398,6 +401,29 @@ pub fn run<AB: AutodiffBackend>(
         &text,
     )?;
     Ok(summary)
+}
+
+/// The VAE with the bias of its log-variance channels (the second half of `quant_conv`'s
+/// outputs, which `encode` splits into mean and log-variance) set to `value`.
+fn with_logvar_bias<B: Backend>(
+    mut vae: AutoencoderKL<B>,
+    value: f64,
+    device: &B::Device,
+) -> Result<AutoencoderKL<B>> {
+    let Some(conv) = vae.quant_conv.as_mut() else {
+        bail!("vae.logvar_bias needs the VAE's quant_conv (use_quant_conv = true)");
+    };
+    let Some(bias) = conv.bias.take() else {
+        bail!("vae.logvar_bias: the VAE's quant_conv has no bias");
+    };
+    let n = bias.val().dims()[0];
+    let mut values = vec![0f32; n];
+    for v in &mut values[n / 2..] {
+        *v = value as f32;
+    }
+    let t = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device).require_grad();
+    conv.bias = Some(burn::module::Param::initialized(bias.id, t));
+    Ok(vae)
 }
 
 /// The learning rate of the step after `done` steps: linear warm-up over `warmup` steps

@@ -89,6 +89,7 @@ config = "vae.json"
 steps = 6
 batch_size = 4
 lr = 2e-3
+logvar_bias = -4.0
 
 [unet]
 config = "unet.json"
@@ -283,6 +284,11 @@ fn bad_inputs_are_refused_before_any_work() {
     );
     let e = err(&|t| *t = t.replace("lr = 3e-3", "lr = -1.0"));
     assert!(e.contains("unet.lr"), "{e}");
+    let e = err(&|t| *t = t.replace("logvar_bias = -4.0", "logvar_bias = -40.0"));
+    assert!(
+        e.contains("vae.logvar_bias") && e.contains("[-30, 20]"),
+        "{e}"
+    );
     let e = err(&|t| t.push_str("typo = 1\n"));
     assert!(e.contains("typo"), "{e}");
 
