@@ -118,9 +118,12 @@ fn run_cell(root: &Path, ril: &Path, preset: Preset, cell: Cell, out: &Path) -> 
         ));
     }
     write_stage_tables(&dir, &id, &stages)?;
-    let mut columns = vec![base.join("grid.png")];
-    columns.extend((1..=config.tasks.len()).map(|k| stage_dir(&dir, k).join("grid.png")));
-    stage_grid(&columns, &dir.join("stages.png"))?;
+    let mut columns = vec![(stages[0].0.clone(), base.join("grid.png"))];
+    columns.extend(
+        (1..=config.tasks.len())
+            .map(|k| (stages[k].0.clone(), stage_dir(&dir, k).join("grid.png"))),
+    );
+    stage_grid(&columns, &base, &dir.join("stages.png"))?;
     Ok(stages)
 }
 
@@ -173,24 +176,42 @@ fn run_soup(ril: &Path, loras: &[PathBuf], cfg: &Path, out: &Path) -> Result<Eva
 }
 
 /// The paper's Fig. 5/6 layout: each stage's sample grid (rows = prompts) side by side.
-fn stage_grid(columns: &[PathBuf], out: &Path) -> Result<()> {
+fn stage_grid(columns: &[(String, PathBuf)], base: &Path, out: &Path) -> Result<()> {
     let imgs: Vec<image::RgbImage> = columns
         .iter()
-        .map(|p| {
+        .map(|(_, p)| {
             image::open(p)
                 .map(|i| i.to_rgb8())
                 .with_context(|| format!("cannot read {}", p.display()))
         })
         .collect::<Result<_>>()?;
-    let h = imgs.iter().map(|i| i.height()).max().unwrap_or(0);
-    let w: u32 = imgs.iter().map(|i| i.width()).sum();
-    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
-    let mut x = 0;
-    for img in &imgs {
-        image::imageops::replace(&mut canvas, img, x as i64, 0);
-        x += img.width();
-    }
+    let spec = report::read_spec(base)?;
+    let rows = spec.grid_prompts.min(spec.prompts.len()).max(1);
+    let headers: Vec<String> = columns.iter().map(|(name, _)| name.clone()).collect();
+    let canvas = labelled_stages(
+        &imgs,
+        &spec.prompts[..rows.min(spec.prompts.len())],
+        &headers,
+    );
     sd_model::pipeline::save_png(&canvas, out)
+}
+
+/// The paper's Fig. 5/6 layout: one row per grid prompt (its caption at the left), one column per
+/// stage (its name on top); each stage's grid.png holds its prompts' rows one under the other.
+fn labelled_stages(
+    stages: &[image::RgbImage],
+    prompts: &[String],
+    headers: &[String],
+) -> image::RgbImage {
+    let rows = prompts.len().max(1) as u32;
+    let mut table: Vec<Vec<image::RgbImage>> = vec![Vec::new(); rows as usize];
+    for img in stages {
+        let h = img.height() / rows;
+        for (r, row) in table.iter_mut().enumerate() {
+            row.push(image::imageops::crop_imm(img, 0, r as u32 * h, img.width(), h).to_image());
+        }
+    }
+    ril_metrics::figure::labelled_grid(prompts, headers, &table, 24, 1)
 }
 
 fn status(out: &Path, cells: &[Cell]) {
@@ -198,5 +219,42 @@ fn status(out: &Path, cells: &[Cell]) {
     for cell in cells {
         let id = cell.id();
         println!("  {id:14} {}", cell_status(&out.join(&id)));
+    }
+}
+
+#[cfg(test)]
+mod stage_figure_tests {
+    use image::{Rgb, RgbImage};
+
+    #[test]
+    fn stages_figure_has_a_row_per_prompt_and_a_column_per_stage() {
+        // Two stages, each a grid of two prompt rows (8x8 images): row 0 red, row 1 blue in the
+        // first stage; green / white in the second.
+        let grid = |top: [u8; 3], bottom: [u8; 3]| {
+            RgbImage::from_fn(8, 16, |_, y| Rgb(if y < 8 { top } else { bottom }))
+        };
+        let stages = [
+            grid([255, 0, 0], [0, 0, 255]),
+            grid([0, 255, 0], [250, 250, 250]),
+        ];
+        let prompts = vec!["a cat".to_string(), "a dog".to_string()];
+        let fig = super::labelled_stages(&stages, &prompts, &["SD".into(), "+A".into()]);
+        let count = |c: [u8; 3]| fig.pixels().filter(|p| **p == Rgb(c)).count();
+        // Each 8x8 cell appears once, whole; the labels are written in ink.
+        for c in [[255, 0, 0], [0, 0, 255], [0, 255, 0], [250, 250, 250]] {
+            assert_eq!(count(c), 64, "{c:?}");
+        }
+        assert!(count([20, 20, 20]) > 0, "no text drawn");
+        // The red cell (stage SD, prompt 0) is left of the green one (stage +A, prompt 0), and
+        // above the blue one (stage SD, prompt 1).
+        let first = |c: [u8; 3]| {
+            fig.enumerate_pixels()
+                .find(|(_, _, p)| **p == Rgb(c))
+                .map(|(x, y, _)| (x, y))
+                .unwrap()
+        };
+        let (red, green, blue) = (first([255, 0, 0]), first([0, 255, 0]), first([0, 0, 255]));
+        assert!(red.0 < green.0 && red.1 == green.1, "{red:?} {green:?}");
+        assert!(red.0 == blue.0 && red.1 < blue.1, "{red:?} {blue:?}");
     }
 }

@@ -39,6 +39,17 @@ pub fn read_result(dir: &Path) -> Result<EvalResult> {
     Ok(serde_json::from_value(v["result"].clone())?)
 }
 
+/// The evaluation settings an eval folder's results.json records (prompts, grid rows).
+pub fn read_spec(dir: &Path) -> Result<ril_metrics::eval::EvalSpec> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no results in {}", dir.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    serde_json::from_value(v["spec"].clone())
+        .with_context(|| format!("{}: no readable `spec`", path.display()))
+}
+
 /// One cell's table2.md (titled with the cell's id) and table2.csv.
 pub fn stage_tables(id: &str, stages: &[(String, EvalResult)]) -> Result<(String, String)> {
     let (md, csv) = ril_metrics::report::stage_table(stages, &metrics())?;
