@@ -14,7 +14,8 @@ pub struct TrainArgs {
     /// Continue the run in the config's output folder from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// Only parse and validate the config.
+    /// Run every check a run makes before it writes anything (the config, the model, the
+    /// prompts, each task's reward with its weights), and stop.
     #[arg(long)]
     pub check: bool,
     /// Time each phase of every step (sampling, last step, decode, reward, distillation,
@@ -28,8 +29,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let (path, resume) = (&a.config, a.resume);
     let config = TrainConfig::from_file(path)?;
     if a.check {
+        ril::on_backend!(config.model.backend, autodiff, |B, device| {
+            rid_trainer::runner::preflight::<B>(&config, &device, &|kind| {
+                rewards::build::build_reward::<B>(kind, &config.rewards, &device)
+            })
+            .map(|_| ())
+        })?;
         println!(
-            "{}: valid ({} tasks, method {:?})",
+            "{}: valid ({} tasks, method {:?}; the model, the prompts and every task's reward load)",
             path.display(),
             config.tasks.len(),
             config.method.kind

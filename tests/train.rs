@@ -170,3 +170,40 @@ fn a_killed_run_resumes_to_the_same_weights_bit_for_bit() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_runs_the_runs_own_checks_and_a_missing_reward_file_leaves_no_run_folder() {
+    let dir = std::env::temp_dir().join(format!("ril-train-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("run");
+    let good = config(&dir, &out);
+    let o = ril(&["train", "--check", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists(), "--check wrote the run folder");
+
+    // The aesthetic MLP's file is missing: both --check and the run stop on it, naming the task
+    // and the file, before the run folder exists.
+    let text = std::fs::read_to_string(&good).unwrap();
+    let mlp = root().join("configs/tiny/aesthetic-mlp-random.safetensors");
+    let missing = dir.join("no-such-mlp.safetensors");
+    let bad_text = text.replace(&mlp.display().to_string(), &missing.display().to_string());
+    assert_ne!(bad_text, text, "the config names {}", mlp.display());
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, bad_text).unwrap();
+    for args in [vec!["train", "--check"], vec!["train"]] {
+        let mut args = args;
+        args.extend(["--config", bad.to_str().unwrap()]);
+        let o = ril(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("task 0 (aesthetic)") && err.contains("no-such-mlp.safetensors"),
+            "{args:?}: {err}"
+        );
+        assert!(!out.exists(), "{args:?} left a run folder");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -263,6 +263,46 @@ pub fn task_settings(config: &TrainConfig, task: &TaskConfig) -> TaskSettings {
     }
 }
 
+/// What a run reads, loaded and checked: the pipeline, the training prompts, one reward of each
+/// kind the tasks name.
+pub struct Inputs<B: AutodiffBackend> {
+    pub sd: StableDiffusion<B>,
+    pub prompts: Vec<String>,
+    pub rewards: HashMap<&'static str, Box<dyn Reward<B>>>,
+}
+
+/// Every check a run makes before it writes anything (what `ril train --check` runs): the
+/// config's values, the model (loaded), the training and evaluation prompts (non-empty, each
+/// within 77 tokens, named by file and line), the DDIM schedule, and each task's reward built
+/// with its weights (an error names the task).
+pub fn preflight<B: AutodiffBackend>(
+    config: &TrainConfig,
+    device: &B::Device,
+    make_reward: &RewardFactory<B>,
+) -> Result<Inputs<B>> {
+    config.validate()?;
+    let model_dir = sd_model::hub::resolve_model(&config.model.source)?;
+    let sd = StableDiffusion::<B>::load(&model_dir, device)?;
+    let prompts = read_prompts_checked(&config.prompts.train, &sd.tokenizer)?;
+    read_prompts_checked(&config.prompts.eval, &sd.tokenizer)?;
+    DdimScheduler::new(sd.scheduler.clone(), config.sampling.steps)?;
+    let mut rewards: HashMap<&'static str, Box<dyn Reward<B>>> = HashMap::new();
+    for (k, task) in config.tasks.iter().enumerate() {
+        if rewards.contains_key(task.reward.name()) {
+            continue;
+        }
+        let reward = make_reward(task.reward).with_context(|| {
+            format!("task {k} ({}): reward `{}`", task.name, task.reward.name())
+        })?;
+        rewards.insert(task.reward.name(), reward);
+    }
+    Ok(Inputs {
+        sd,
+        prompts,
+        rewards,
+    })
+}
+
 /// Runs the configured task sequence with the rewards of `make_reward`.
 pub fn run<B: AutodiffBackend>(
     config: &TrainConfig,
@@ -270,11 +310,12 @@ pub fn run<B: AutodiffBackend>(
     device: &B::Device,
     make_reward: &RewardFactory<B>,
 ) -> Result<RunSummary<B::InnerBackend>> {
-    config.validate()?;
     // Every input is checked before the run folder is made.
-    let model_dir = sd_model::hub::resolve_model(&config.model.source)?;
-    let sd = StableDiffusion::<B>::load(&model_dir, device)?;
-    let prompts = read_prompts_checked(&config.prompts.train, &sd.tokenizer)?;
+    let Inputs {
+        sd,
+        prompts,
+        rewards: mut reward_cache,
+    } = preflight(config, device, make_reward)?;
     let s = &config.sampling;
     let scheduler = DdimScheduler::new(sd.scheduler.clone(), s.steps)?;
     prepare_run_dir(config, opts.resume)?;
@@ -293,7 +334,6 @@ pub fn run<B: AutodiffBackend>(
     let log_path = run_dir.join("metrics.jsonl");
     let hash = config.hash();
     let mut final_rewards = Vec::new();
-    let mut reward_cache: HashMap<&'static str, Box<dyn Reward<B>>> = HashMap::new();
 
     for (k, task) in config.tasks.iter().enumerate() {
         let dir = task_dir(&run_dir, k, &task.name);
