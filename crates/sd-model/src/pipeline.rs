@@ -103,6 +103,28 @@ impl LatentSpace {
     }
 }
 
+/// Refuses a model_index.json that is not JSON or names a pipeline of another architecture
+/// (SDXL, SD 3, ...: their folders hold other models under the same names).
+fn check_pipeline_class(index: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let Some(class) = value.get("_class_name").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let sd1 = class.starts_with("StableDiffusion")
+        && !class.starts_with("StableDiffusionXL")
+        && !class.starts_with("StableDiffusion3");
+    if !sd1 {
+        bail!(
+            "{}: `_class_name` is {class:?}; ril loads Stable Diffusion 1.x pipelines              (StableDiffusionPipeline and its SD 1.x variants)",
+            index.display()
+        );
+    }
+    Ok(())
+}
+
 /// The four models and the scheduler config of an SD 1.x pipeline.
 pub struct StableDiffusion<B: Backend> {
     pub tokenizer: ClipTokenizer,
@@ -151,6 +173,7 @@ impl<B: Backend> StableDiffusion<B> {
                 dir.display()
             );
         }
+        check_pipeline_class(&index)?;
         let scheduler_file = dir.join("scheduler/scheduler_config.json");
         let scheduler = if scheduler_file.is_file() {
             DdimConfig::from_file(&scheduler_file)?

@@ -506,3 +506,38 @@ fn config_values_that_would_divide_by_zero_or_overflow_are_refused_by_field() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn a_pipeline_of_another_architecture_is_refused_by_its_class_name() {
+    let device = Default::default();
+    for (i, (class, expected)) in [
+        (
+            "StableDiffusionXLPipeline",
+            "`_class_name` is \"StableDiffusionXLPipeline\"",
+        ),
+        ("FluxPipeline", "`_class_name` is \"FluxPipeline\""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = edited_pipeline(&format!("class{i}"), "model_index.json", |t| {
+            t.replace("\"StableDiffusionPipeline\"", &format!("\"{class}\""))
+        });
+        let err = format!(
+            "{:#}",
+            StableDiffusion::<B>::load(&dir, &device).err().unwrap()
+        );
+        assert!(
+            err.contains(expected) && err.contains("model_index.json"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let dir = edited_pipeline("class-json", "model_index.json", |_| "{ not json".into());
+    let err = format!(
+        "{:#}",
+        StableDiffusion::<B>::load(&dir, &device).err().unwrap()
+    );
+    assert!(err.contains("model_index.json is not valid JSON"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
