@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use image::{Rgb, RgbImage};
 use pretrain::{Example, PretrainConfig, RunOptions, Source};
-use sd_model::backend::{Cpu, CpuAutodiff};
+/// The backend the tests run on: burn-flex, or LibTorch's CPU device in a `--features tch` build.
+#[cfg(not(feature = "tch"))]
+type Cpu = sd_model::backend::Cpu;
+#[cfg(not(feature = "tch"))]
+type CpuAutodiff = sd_model::backend::CpuAutodiff;
+#[cfg(feature = "tch")]
+type Cpu = sd_model::backend::Tch;
+#[cfg(feature = "tch")]
+type CpuAutodiff = sd_model::backend::TchAutodiff;
 use sd_model::noise::NoiseRng;
 use sd_model::pipeline::{InitLatents, SampleRequest, StableDiffusion};
 use sd_model::tokenizer::ClipTokenizer;
