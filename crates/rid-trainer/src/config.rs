@@ -217,6 +217,14 @@ impl TrainConfig {
                 s.width
             );
         }
+        let max = sd_model::pipeline::MAX_SIDE;
+        if s.height > max || s.width > max {
+            bail!(
+                "sampling.height and width must be at most {max} pixels, got {}x{}",
+                s.height,
+                s.width
+            );
+        }
         if self.tasks.is_empty() {
             bail!("tasks is empty: give at least one [[tasks]]");
         }

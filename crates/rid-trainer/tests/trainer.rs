@@ -88,6 +88,10 @@ fn configs_reject_unknown_keys_and_bad_values_by_name() {
         "multiples of 8",
     );
     check(
+        &|t| t.replace("height = 64", "height = 1000000"),
+        "at most 4096 pixels",
+    );
+    check(
         &|t| t.replace("ema_momentum = 0.9", "ema_momentum = 1.0"),
         "method.ema_momentum",
     );

@@ -64,6 +64,11 @@ pub fn weights_file(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
     )
 }
 
+/// The largest image side ril samples or trains at, in pixels: 8x SD 1.5's 512. Beyond it one
+/// image's attention alone outgrows any machine (4096x4096 is 262,144 latent tokens at a factor
+/// of 8), so a larger `--height` / `--width` is refused before anything is allocated.
+pub const MAX_SIDE: usize = 4096;
+
 /// The latent space of a pipeline: the UNet's channels and the VAE's downsampling factor
 /// (diffusers' `vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)`; SD 1.x: 4
 /// channels, factor 8).
@@ -276,6 +281,13 @@ impl<B: Backend> SampleRequest<B> {
             );
         }
         let f = latent.factor;
+        if self.height > MAX_SIDE || self.width > MAX_SIDE {
+            bail!(
+                "height and width must be at most {MAX_SIDE} pixels, got {}x{}",
+                self.height,
+                self.width
+            );
+        }
         if self.height == 0
             || self.width == 0
             || !self.height.is_multiple_of(f)

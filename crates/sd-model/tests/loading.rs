@@ -397,6 +397,13 @@ fn sampling_parameters_outside_their_range_are_refused_before_any_work() {
         (request(-0.1, 7.5, 2), "eta must be in [0, 1], got -0.1"),
         (request(0.0, f64::NAN, 2), "guidance must be finite"),
         (request(0.0, 7.5, 0), "steps must be ≥ 1"),
+        (
+            SampleRequest {
+                height: 1 << 20,
+                ..request(0.0, 7.5, 2)
+            },
+            "height and width must be at most 4096 pixels, got 1048576x64",
+        ),
     ] {
         let err = sd
             .sample(&req, &device, |_, _| {})
