@@ -31,6 +31,18 @@ pub struct ExpectedParam {
     pub linear_weight: bool,
 }
 
+/// The transpose of a row-major `rows` x `cols` matrix (a Linear weight between PyTorch's
+/// `[out, in]` and Burn's `[in, out]`).
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = values[r * cols + c];
+        }
+    }
+    t
+}
+
 /// Lists every parameter of `module` keyed by its PyTorch checkpoint key, without materialising
 /// lazily initialised tensors.
 pub fn expected_params<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, ExpectedParam> {
@@ -637,14 +649,7 @@ fn snapshot(data: DataFn, param: ExpectedParam, file: &Path, file_key: &str) -> 
         check_finite(&file, &file_key, &values)
             .map_err(|e| burn_store::TensorSnapshotError::DataError(e.to_string()))?;
         let values = if param.linear_weight {
-            let (out, inp) = (param.torch_shape[0], param.torch_shape[1]);
-            let mut t = vec![0.0f32; values.len()];
-            for o in 0..out {
-                for i in 0..inp {
-                    t[i * out + o] = values[o * inp + i];
-                }
-            }
-            t
+            transpose(&values, param.torch_shape[0], param.torch_shape[1])
         } else {
             values
         };

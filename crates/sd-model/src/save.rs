@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 
-use crate::load::expected_params;
+use crate::load::{expected_params, transpose};
 
 /// Named tensors as a file holds them: key → (PyTorch shape, f32 values).
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -42,14 +42,7 @@ pub fn module_tensors_with<B: Backend, M: Module<B>>(
         };
         let values = if param.linear_weight {
             // Burn stores [in, out]; the file holds [out, in].
-            let (rows, cols) = (shape[0], shape[1]);
-            let mut t = vec![0f32; values.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = values[r * cols + c];
-                }
-            }
-            t
+            transpose(&values, shape[0], shape[1])
         } else {
             values
         };
