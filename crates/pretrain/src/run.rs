@@ -241,14 +241,7 @@ pub fn run<AB: AutodiffBackend>(
             pos.step += 1;
             let pixels = (3 * config.resolution * config.resolution) as f64;
             let l1 = scalar(l1);
-            let loss = scalar(loss);
-            if !loss.is_finite() {
-                bail!(
-                    "the VAE's loss became {loss} at step {}: lower vae.lr (now {})",
-                    pos.step,
-                    phase.lr
-                );
-            }
+            let loss = finite_loss(scalar(loss), "VAE", "vae", pos.step, phase.lr)?;
             summary.vae_loss = Some(loss);
             write_log(
                 &mut log,
@@ -347,14 +340,7 @@ pub fn run<AB: AutodiffBackend>(
         unet = opt.update(unet, "unet", &grads, lr, phase.weight_decay, scale);
         text = opt.update(text, "text_encoder", &grads, lr, phase.weight_decay, scale);
         pos.step += 1;
-        let loss = scalar(loss);
-        if !loss.is_finite() {
-            bail!(
-                "the UNet's loss became {loss} at step {}: lower unet.lr (now {})",
-                pos.step,
-                phase.lr
-            );
-        }
+        let loss = finite_loss(scalar(loss), "UNet", "unet", pos.step, phase.lr)?;
         summary.unet_loss = Some(loss);
         write_log(
             &mut log,
@@ -534,6 +520,14 @@ fn latent_scale<B: Backend>(
         bail!("the trained VAE's latents have variance {var}: cannot set its scaling factor");
     }
     Ok(1.0 / var.sqrt())
+}
+
+/// The step's loss, refused when it is not finite (naming the model and the phase's `lr`).
+fn finite_loss(loss: f64, model: &str, phase: &str, step: u64, lr: f64) -> Result<f64> {
+    if !loss.is_finite() {
+        bail!("the {model}'s loss became {loss} at step {step}: lower {phase}.lr (now {lr})");
+    }
+    Ok(loss)
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
