@@ -48,13 +48,7 @@ impl<B: Backend> ModuleMapper<B> for Init {
         let shape: Vec<usize> = param.lazy_shape().to_vec();
         let device = param.lazy_device();
         let n: usize = shape.iter().product();
-        let owner = self
-            .containers
-            .iter()
-            .rev()
-            .find(|c| c.starts_with("Struct:"))
-            .cloned()
-            .unwrap_or_default();
+        let owner = sd_model::load::owner_struct(&self.containers);
         let name = self.names.last().cloned().unwrap_or_default();
         let values = match (owner.as_str(), name.as_str()) {
             ("Struct:GroupNorm" | "Struct:LayerNorm", "gamma") => vec![1.0; n],

@@ -31,6 +31,17 @@ pub struct ExpectedParam {
     pub linear_weight: bool,
 }
 
+/// The innermost struct among a module visitor's containers (`Struct:Linear`, ...): the module
+/// that owns the parameter being visited ("" at the top level).
+pub fn owner_struct(containers: &[String]) -> String {
+    containers
+        .iter()
+        .rev()
+        .find(|c| c.starts_with("Struct:"))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The transpose of a row-major `rows` x `cols` matrix (a Linear weight between PyTorch's
 /// `[out, in]` and Burn's `[in, out]`).
 pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -73,13 +84,7 @@ impl ParamLister {
             return;
         }
         let burn_path = self.path.join(".");
-        let module_type = self
-            .containers
-            .iter()
-            .rev()
-            .find(|c| c.starts_with("Struct:"))
-            .cloned()
-            .unwrap_or_default();
+        let module_type = owner_struct(&self.containers);
         let name = self.path.last().cloned().unwrap_or_default();
         let is_norm = matches!(
             module_type.as_str(),
