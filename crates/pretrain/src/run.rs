@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::config::{Models, PretrainConfig};
 use crate::data::{Source, batch_indices, images_tensor};
-use crate::init::initialise;
+use crate::init::{Scheme, initialise, initialise_with};
 use crate::optim::{AdamW, clip_factor, grad_norm};
 use crate::{output, vocab};
 
@@ -110,9 +110,13 @@ pub fn run<AB: AutodiffBackend>(
         models.unet.init(device)?,
         NoiseRng::derive(seed, &[STREAM_INIT, 1]),
     );
-    let mut text: ClipTextModel<AB> = initialise(
+    let mut text: ClipTextModel<AB> = initialise_with(
         text_config.init(device)?,
         NoiseRng::derive(seed, &[STREAM_INIT, 2]),
+        Scheme::ClipText {
+            hidden: text_config.hidden_size,
+            layers: text_config.num_hidden_layers,
+        },
     );
     let mut opt: AdamW<AB::InnerBackend> = AdamW::default();
     let mut pos = Position {
