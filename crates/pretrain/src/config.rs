@@ -122,6 +122,10 @@ pub struct UNetPhase {
     #[serde(default)]
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,
+    /// Start the cross-attention output projections at zero (`init::Scheme`); PyTorch's
+    /// default init when false.
+    #[serde(default)]
+    pub zero_init_cross_attention: bool,
 }
 
 impl PretrainConfig {

@@ -21,6 +21,11 @@ pub enum Scheme {
     /// deviation across 64 captions at a caption token was 0.05-0.14 of a unit-scale output,
     /// 0.45-0.54 with this init.
     ClipText { hidden: usize, layers: usize },
+    /// [`Scheme::Torch`] with the UNet's cross-attention output projections
+    /// (`attn2.to_out.0`) at zero, so that a random text encoder's captions add nothing to the
+    /// UNet's features until the UNet learns to read them (as ControlNet's zero convolutions and
+    /// DiT's adaLN-Zero start new branches).
+    TorchZeroCrossAttentionOut,
 }
 
 /// Re-initialises every float parameter of `module` from `rng`, in the module's field order.
@@ -80,7 +85,16 @@ impl<B: Backend> ModuleMapper<B> for Init {
         let n: usize = shape.iter().product();
         let owner = sd_model::load::owner_struct(&self.containers);
         let name = self.names.last().cloned().unwrap_or_default();
+        let zeroed = self.scheme == Scheme::TorchZeroCrossAttentionOut
+            && self.names.iter().any(|n| n == "attn2")
+            && self.names.iter().any(|n| n == "to_out");
         let values = match (owner.as_str(), name.as_str()) {
+            _ if zeroed => {
+                if name != "bias" {
+                    self.fan_in = shape[0];
+                }
+                vec![0.0; n]
+            }
             ("Struct:GroupNorm" | "Struct:LayerNorm", "gamma") => vec![1.0; n],
             ("Struct:GroupNorm" | "Struct:LayerNorm", "beta") => vec![0.0; n],
             ("Struct:Embedding", _) => self.normal(n, 0.02),
@@ -210,5 +224,29 @@ mod tests {
             .val();
         let max: f32 = b.abs().max().into_scalar();
         assert!(max > 0.05 && max <= 0.125, "torch bias bound {max}");
+    }
+
+    #[test]
+    fn zero_cross_attention_scheme_zeroes_only_attn2_out() {
+        let device = Default::default();
+        let config = sd_model::unet::UNetConfig::tiny();
+        let unet: sd_model::unet::UNet2DConditionModel<Cpu> = initialise_with(
+            config.init(&device).unwrap(),
+            NoiseRng::derive(3, &[1]),
+            Scheme::TorchZeroCrossAttentionOut,
+        );
+        let tensors = sd_model::save::module_tensors(&unet, "").unwrap();
+        let (mut zeroed, mut kept) = (0, 0);
+        for (key, (_, values)) in &tensors {
+            let zero = values.iter().all(|&v| v == 0.0);
+            if key.contains("attn2.to_out.0.") {
+                assert!(zero, "{key} must start at zero");
+                zeroed += 1;
+            } else if key.ends_with(".weight") && !key.contains("norm") {
+                assert!(!zero, "{key} must keep PyTorch's init");
+                kept += 1;
+            }
+        }
+        assert!(zeroed >= 2 && kept > zeroed, "{zeroed} zeroed, {kept} kept");
     }
 }

@@ -106,9 +106,14 @@ pub fn run<AB: AutodiffBackend>(
     if config.vae.logvar_bias != 0.0 {
         vae = with_logvar_bias(vae, config.vae.logvar_bias, device)?;
     }
-    let mut unet: UNet2DConditionModel<AB> = initialise(
+    let mut unet: UNet2DConditionModel<AB> = initialise_with(
         models.unet.init(device)?,
         NoiseRng::derive(seed, &[STREAM_INIT, 1]),
+        if config.unet.zero_init_cross_attention {
+            Scheme::TorchZeroCrossAttentionOut
+        } else {
+            Scheme::Torch
+        },
     );
     let mut text: ClipTextModel<AB> = initialise_with(
         text_config.init(device)?,
