@@ -12,8 +12,9 @@ use crate::cli::at_least_one;
 
 /// The Fréchet Inception Distance between two image folders, as pytorch-fid computes it.
 ///
-/// Give exactly one of --weights and --hash-weights. The real folder's statistics are cached in
-/// DIR/.ril-fid-stats.safetensors.
+/// Give exactly one of --weights and --hash-weights. Each folder's statistics are cached in
+/// $RIL_CACHE_DIR/fid-stats (else $XDG_CACHE_HOME/ril/fid-stats, else ~/.cache/ril/fid-stats),
+/// keyed by the folder, its file names and sizes and the weights; never in the image folder.
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(ArgGroup::new("inception").required(true).args(["weights", "hash_weights"])))]
 pub struct FidArgs {

@@ -1,9 +1,10 @@
-//! `ril fid` on image folders: a distance is computed, the real folder's statistics are cached,
-//! and bad folders fail with a clear message.
+//! `ril fid` on image folders: a distance is computed, the real folder's statistics are cached
+//! in the cache folder (never in the image folder), an unwritable cache only warns, and bad
+//! folders fail with a clear message.
 
 mod common;
 
-use common::ril;
+use common::{ril, ril_env};
 
 use std::path::{Path, PathBuf};
 
@@ -41,21 +42,51 @@ fn fid_between_folders_caches_reference_statistics_and_refuses_bad_folders() {
     let (a, b) = (folder(&root, "a", 4, 1, 32), folder(&root, "b", 3, 99, 32));
     // (A set against itself is at distance 0: the library test checks it on small statistics;
     // here every FID costs two 2048x2048 eigen-decompositions, about 10 s each.)
-    let (ok, out, err) = ril(&[
+    let cache = root.join("cache");
+    let args = [
         "fid",
         "--real",
         a.to_str().unwrap(),
         "--fake",
         b.to_str().unwrap(),
         "--hash-weights",
-    ]);
+    ];
+    let (ok, out, err) = ril_env(&args, &[("RIL_CACHE_DIR", &cache)]);
     assert!(ok, "{err}");
-    assert!(fid_value(&out) > 0.0, "{out}");
-    let (_, meta) = ril_metrics::fid::Stats::load(&a.join(".ril-fid-stats.safetensors")).unwrap();
+    let fid = fid_value(&out);
+    assert!(fid > 0.0, "{out}");
+    let cached: Vec<PathBuf> = std::fs::read_dir(cache.join("fid-stats"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(
-        meta["weights"], "hash-weights",
-        "the real folder's statistics are cached"
+        cached.len(),
+        2,
+        "one statistics file per folder: {cached:?}"
     );
+    let sources: Vec<String> = cached
+        .iter()
+        .map(|p| ril_metrics::fid::Stats::load(p).unwrap().1)
+        .inspect(|meta| assert_eq!(meta["weights"], "hash-weights"))
+        .map(|meta| meta["source"].clone())
+        .collect();
+    assert!(
+        sources.contains(&std::fs::canonicalize(&a).unwrap().display().to_string()),
+        "{sources:?}"
+    );
+    let untouched = |d: &Path| std::fs::read_dir(d).unwrap().count();
+    assert_eq!(untouched(&a), 4, "nothing is written into the image folder");
+    // A cache that cannot be written (its folder would be under a file) only warns, and the
+    // distance is the same.
+    let blocked = root.join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let (ok, out2, err) = ril_env(&args, &[("RIL_CACHE_DIR", &blocked.join("sub"))]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("not cached"),
+        "{err}"
+    );
+    assert_eq!(fid_value(&out2), fid, "{out2}");
     // Bad input.
     let one = folder(&root, "one", 1, 5, 32);
     let (ok, _, err) = ril(&[

@@ -5,7 +5,7 @@
 //! pytorch-fid, a non-finite result is retried with 1e-6 added to both diagonals.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
@@ -286,9 +286,28 @@ fn weights_identity(weights: Option<&Path>) -> String {
     }
 }
 
+/// The folder FID statistics are cached in: `$RIL_CACHE_DIR/fid-stats`, else
+/// `$XDG_CACHE_HOME/ril/fid-stats`, else `$HOME/.cache/ril/fid-stats`; `None` when none is set.
+/// Never the user's image folder, which may be a read-only shared mount.
+pub fn stats_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("RIL_CACHE_DIR") {
+        return Some(d.join("fid-stats"));
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return Some(d.join("ril").join("fid-stats"));
+    }
+    var("HOME").map(|h| h.join(".cache").join("ril").join("fid-stats"))
+}
+
 /// Statistics of the images of `dir` (all of one size; at least two), cached in
-/// `dir/.ril-fid-stats.safetensors` together with the file list and the weights used, and
-/// recomputed when either changes.
+/// [`stats_cache_dir`] under a key of the folder's path, its file list (names and sizes) and
+/// the weights used, so they are recomputed when any changes. The cache is only an
+/// optimisation: when it cannot be written the statistics are returned with a warning.
 pub fn folder_stats<B: Backend>(
     model: &InceptionV3<B>,
     weights: Option<&Path>,
@@ -332,10 +351,21 @@ pub fn folder_stats<B: Backend>(
     }
     let key = format!("{:016x}", fnv1a(&listing));
     let ident = weights_identity(weights);
-    let cache = dir.join(".ril-fid-stats.safetensors");
-    if let Ok((stats, meta)) = Stats::load(&cache)
+    let source = std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string();
+    let cache = stats_cache_dir().map(|d| {
+        d.join(format!(
+            "{:016x}.safetensors",
+            fnv1a(&format!("{source}\n{key}\n{ident}"))
+        ))
+    });
+    if let Some(cache) = &cache
+        && let Ok((stats, meta)) = Stats::load(cache)
         && meta.get("images") == Some(&key)
         && meta.get("weights") == Some(&ident)
+        && meta.get("source") == Some(&source)
     {
         return Ok(stats);
     }
@@ -348,7 +378,23 @@ pub fn folder_stats<B: Backend>(
     let mut meta = BTreeMap::new();
     meta.insert("images".to_string(), key);
     meta.insert("weights".to_string(), ident);
-    meta.insert("source".to_string(), dir.display().to_string());
-    stats.save(&cache, &meta)?;
+    meta.insert("source".to_string(), source);
+    let saved = match &cache {
+        Some(cache) => cache
+            .parent()
+            .map_or(Ok(()), |d| {
+                std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))
+            })
+            .and_then(|()| stats.save(cache, &meta)),
+        None => Err(anyhow::anyhow!(
+            "no cache folder (set RIL_CACHE_DIR, XDG_CACHE_HOME or HOME)"
+        )),
+    };
+    if let Err(e) = saved {
+        eprintln!(
+            "warning: the FID statistics of {} were not cached: {e:#}",
+            dir.display()
+        );
+    }
     Ok(stats)
 }
