@@ -1,8 +1,11 @@
-//! `ril train --config FILE [--resume] [--check]`: runs a task sequence with the baseline or RID.
+//! `ril train --config FILE [--resume] [--check]`: runs a task sequence with the baseline or RID;
+//! SIGINT or SIGTERM stops it after the step in progress, with a checkpoint to resume from.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rid_trainer::TrainConfig;
 
 /// Fine-tunes on a sequence of rewards (baseline or RID), as a TOML run config says.
@@ -46,13 +49,32 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let opts = rid_trainer::RunOptions {
         resume,
         profile: a.profile || std::env::var_os("RIL_PROFILE").is_some_and(|v| v == "1"),
+        stop: Some(stop_on_signals()?),
     };
     let run_dir: PathBuf = ril::on_backend!(config.model.backend, autodiff, |B, device| {
         rid_trainer::run::<B>(&config, opts, &device, &|kind| {
             rewards::build::build_reward::<B>(kind, &config.rewards, &device)
         })
         .map(|s| s.run_dir)
+    })
+    .map_err(|e| match e.downcast_ref::<rid_trainer::Interrupted>() {
+        Some(i) => anyhow::anyhow!("{i}: ril train --config {} --resume", path.display()),
+        None => e,
     })?;
     println!("run finished: {}", run_dir.display());
     Ok(())
+}
+
+/// A flag that SIGINT and SIGTERM set; a second one while it is set ends the process at once with
+/// status 130 (the step in progress and its checkpoint are then lost, the previous one is kept).
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // The shutdown first: it acts only once the flag was set by an earlier signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .with_context(|| format!("cannot handle signal {signal}"))?;
+    }
+    Ok(stop)
 }

@@ -1,9 +1,11 @@
 //! `ril train` end to end: the tiny RID preset runs all three tasks, and a run killed with
 //! SIGKILL at any point and resumed with `--resume` ends with the same weights, bit for bit, as
-//! an uninterrupted run.
+//! an uninterrupted run; so does one stopped by SIGINT/SIGTERM, failing on a full disk, or
+//! finding its newest checkpoint corrupt; a second run on a folder in use is refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
@@ -70,6 +72,83 @@ fn ril(args: &[&str]) -> Command {
     c
 }
 
+/// An uninterrupted run of the preset, made once per test process for the tests that compare
+/// with it (in cargo's scratch folder for integration tests).
+fn reference() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("train-reference-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let full = dir.join("full");
+        let cfg = config(&dir, &full);
+        let o = ril(&["train", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        full
+    })
+}
+
+/// Waits until `mark` exists (or the child ends, or two minutes pass).
+fn wait_for(child: &mut std::process::Child, mark: &Path) {
+    let start = Instant::now();
+    while !mark.exists() && start.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(mark.exists(), "{} did not appear", mark.display());
+}
+
+/// Runs `ril args`, sends it `signal` (`INT`, `TERM`) once `mark` exists, and returns its end.
+fn signal_at(args: &[&str], mark: &Path, signal: &str) -> Output {
+    let mut child = ril(args).spawn().unwrap();
+    wait_for(&mut child, mark);
+    let sent = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -s {signal} failed");
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts that no temporary file is left in the run folder or its task folders.
+fn assert_no_temp_files(run: &Path) {
+    let mut dirs = vec![run.to_path_buf()];
+    for e in std::fs::read_dir(run).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            dirs.push(p);
+        }
+    }
+    for d in dirs {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            assert!(!name.contains(".tmp"), "{}/{name}", d.display());
+        }
+    }
+}
+
+/// Asserts that `run` ended with the reference run's weights and metrics.
+fn assert_same_as_reference(run: &Path) {
+    let (a, b) = (weights(reference()), weights(run));
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        if name.ends_with("checkpoint.safetensors") {
+            // Same tensors; the state differs only in the config hash (another output folder).
+            continue;
+        }
+        assert!(
+            x == y,
+            "{name} differs between the uninterrupted and the interrupted-and-resumed run"
+        );
+    }
+    assert_eq!(metrics(reference()), metrics(run));
+    assert_no_temp_files(run);
+}
+
 /// Every file of the run that holds weights, with its bytes.
 fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -107,13 +186,8 @@ fn a_killed_run_resumes_to_the_same_weights_bit_for_bit() {
     let dir = std::env::temp_dir().join(format!("ril-train-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (full, killed) = (dir.join("full"), dir.join("killed"));
-    let full_cfg = config(&dir, &full);
-    let o = ril(&["train", "--config", full_cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-
+    let killed = dir.join("killed");
+    reference();
     let cfg = config(&dir, &killed);
     let cfg = cfg.to_str().unwrap();
     // Kill when a mid-task checkpoint appears, first in task 0 then in task 2, resuming each time.
@@ -129,45 +203,183 @@ fn a_killed_run_resumes_to_the_same_weights_bit_for_bit() {
             vec!["train", "--config", cfg]
         };
         let mut child = ril(&args).spawn().unwrap();
-        let start = Instant::now();
-        while !mark.exists() && start.elapsed() < Duration::from_secs(120) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(&mut child, mark);
         child.kill().unwrap(); // SIGKILL
         let _ = child.wait();
-        assert!(mark.exists(), "no checkpoint appeared: {}", mark.display());
         assert!(
             !killed.join("task-2-compress/lora.safetensors").exists(),
             "the run ended before the kill"
         );
+        // The killed process's lock file stays, naming it; the next run is not blocked by it.
+        let lock = std::fs::read_to_string(killed.join("ril.lock")).unwrap();
+        assert_eq!(lock.trim(), child.id().to_string());
         resume = true;
     }
     let o = ril(&["train", "--config", cfg, "--resume"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, b) = (weights(&full), weights(&killed));
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        if name.ends_with("checkpoint.safetensors") {
-            // Same tensors; the state differs only in the config hash (another output folder).
-            continue;
-        }
+    assert_same_as_reference(&killed);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_second_run_on_a_folder_in_use_is_refused_naming_the_folder_and_the_holders_pid() {
+    let dir = std::env::temp_dir().join(format!("ril-train-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    // This test holds the folder's lock, as a running `ril train` does.
+    let lock_path = out.join("ril.lock");
+    let lock = std::fs::File::create(&lock_path).unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(&lock_path, format!("{}\n", std::process::id())).unwrap();
+    let cfg = config(&dir, &out);
+    for args in [vec!["train"], vec!["train", "--resume"]] {
+        let mut args = args;
+        args.extend(["--config", cfg.to_str().unwrap()]);
+        let o = ril(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            x == y,
-            "{name} differs between the uninterrupted and the killed-and-resumed run"
+            err.contains(&format!("run folder {} is in use", out.display()))
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{args:?}: {err}"
         );
+        let names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ril.lock"], "{args:?} wrote into the folder");
     }
-    assert_eq!(metrics(&full), metrics(&killed));
-    // No temporary file is left behind.
-    for task in ["task-0-aesthetic", "task-1-hps", "task-2-compress"] {
-        for e in std::fs::read_dir(killed.join(task)).unwrap() {
-            let name = e.unwrap().file_name().to_string_lossy().to_string();
-            assert!(!name.contains(".tmp"), "{task}/{name}");
-        }
-    }
+    drop(lock);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The checkpoint's counters (step, done).
+fn checkpoint_state(path: &Path) -> (usize, bool) {
+    let c = rid_trainer::checkpoint::load::<burn_flex::Flex>(path, &Default::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    (c.state.step, c.state.done)
+}
+
+/// Flips one bit of the file's last byte (a tensor value).
+fn flip_last_bit(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_run_stopped_by_signals_failing_on_a_full_disk_or_with_a_corrupt_checkpoint_resumes_bit_for_bit()
+ {
+    let dir = std::env::temp_dir().join(format!("ril-train-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = dir.join("faults");
+    let cfg_path = config(&dir, &run);
+    let cfg = cfg_path.to_str().unwrap();
+    let resume = ["train", "--config", cfg, "--resume"];
+    let (t0, t2) = (run.join("task-0-aesthetic"), run.join("task-2-compress"));
+    let (ckpt, prev) = ("checkpoint.safetensors", "checkpoint.prev.safetensors");
+
+    // SIGINT once task 0's first checkpoint (step 2) is written: the run ends the step in
+    // progress, writes a checkpoint, and exits with 1 saying how to resume.
+    let o = signal_at(&["train", "--config", cfg], &t0.join(ckpt), "INT");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped on request in task 0 (aesthetic)")
+            && err.contains(&format!("ril train --config {cfg} --resume")),
+        "{err}"
+    );
+    let (step, done) = checkpoint_state(&t0.join(ckpt));
+    assert!((2..4).contains(&step) && !done, "step {step}, done {done}");
+    // The periodic checkpoint it replaced is kept.
+    assert_eq!(checkpoint_state(&t0.join(prev)), (2, false));
+
+    // A full disk (a file-size limit smaller than a checkpoint, larger than the LoRA files and
+    // the log): the resumed run fails on the checkpoint naming it; both checkpoints stay as they
+    // were and no temporary file is left.
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let ckpt_size = size(&t0.join(ckpt));
+    let lora_size = size(&reference().join("task-0-aesthetic/lora.safetensors"));
+    let limit_kb = (ckpt_size + lora_size) / 2 / 1024;
+    assert!(lora_size < limit_kb * 1024 && limit_kb * 1024 < ckpt_size);
+    assert!(size(&reference().join("metrics.jsonl")) < limit_kb * 1024);
+    let before = [
+        std::fs::read(t0.join(ckpt)).unwrap(),
+        std::fs::read(t0.join(prev)).unwrap(),
+    ];
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kb}; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_ril"))
+        .args(resume)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot write {}", t0.join(ckpt).display()))
+            && err.contains("File too large"),
+        "{err}"
+    );
+    let after = [
+        std::fs::read(t0.join(ckpt)).unwrap(),
+        std::fs::read(t0.join(prev)).unwrap(),
+    ];
+    assert!(before == after, "a checkpoint changed");
+    assert_no_temp_files(&run);
+
+    // Resumed, then SIGTERM once task 2's first checkpoint is written.
+    let o = signal_at(&resume, &t2.join(ckpt), "TERM");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped on request in task 2 (compress)"),
+        "{err}"
+    );
+
+    // Task 2's newest checkpoint bit-flipped: the resumed run warns, takes the previous one and
+    // still ends exactly as the uninterrupted run.
+    flip_last_bit(&t2.join(ckpt));
+    let o = ril(&resume).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: checkpoint {} is corrupt",
+            t2.join(ckpt).display()
+        )) && err.contains(&format!(
+            "resuming from the previous checkpoint {}",
+            t2.join(prev).display()
+        )),
+        "{err}"
+    );
+    assert_same_as_reference(&run);
+
+    // Both of task 0's checkpoints corrupt (the newest cut short, the previous bit-flipped): an
+    // error naming both.
+    let bytes = std::fs::read(t0.join(ckpt)).unwrap();
+    std::fs::write(t0.join(ckpt), &bytes[..bytes.len() / 2]).unwrap();
+    flip_last_bit(&t0.join(prev));
+    let o = ril(&resume).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "checkpoint {} is corrupt",
+            t0.join(ckpt).display()
+        )) && err.contains(&format!(
+            "checkpoint {} is corrupt",
+            t0.join(prev).display()
+        )),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -4,6 +4,7 @@
 //! reads LoRAs trained with peft.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -40,9 +41,17 @@ pub fn tensor_data(dtype: Dtype, shape: &[usize], bytes: &[u8]) -> Result<Tensor
     Ok(TensorData::from_bytes_vec(bytes.to_vec(), shape.to_vec(), dtype).convert_dtype(DType::F32))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that a
-/// crash never leaves a half-written file under the final name.
+/// Writes `bytes` to `path` through a temporary file in the same folder, flushed to the disk
+/// before a rename, so that a crash never leaves a half-written file under the final name. A
+/// failed write (a full disk, a file-size limit) removes the temporary file and names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_keeping(path, bytes, None)
+}
+
+/// As [`write_atomic`], and with `previous` the file that `path` held (if any) is renamed to
+/// `previous` just before the new one takes its name, so the last two versions are kept. A
+/// failed write leaves both untouched.
+pub fn write_atomic_keeping(path: &Path, bytes: &[u8], previous: Option<&Path>) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
@@ -51,9 +60,42 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot write {} (through {}; the previous file is unchanged)",
+            path.display(),
+            tmp.display()
+        )));
+    }
+    let renamed = (|| -> std::io::Result<()> {
+        if let Some(prev) = previous
+            && path.exists()
+        {
+            std::fs::rename(path, prev)?;
+        }
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = renamed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot rename {} to {}",
+            tmp.display(),
+            path.display()
+        )));
+    }
+    // The renames themselves reach the disk with the folder's entry.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Serialises f32 tensors as safetensors with a deterministic header (tensors and metadata in
@@ -64,6 +106,14 @@ pub fn write_safetensors(
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(tensors, metadata)?)
+}
+
+/// The bytes [`write_safetensors`] writes.
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let meta: serde_json::Map<String, Value> = metadata
@@ -100,7 +150,7 @@ pub fn write_safetensors(
             bytes.extend_from_slice(&v.to_le_bytes());
         }
     }
-    write_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// Saves the pairs of `task` as a peft/diffusers LoRA file with keys under `prefix` (`unet` for
@@ -384,4 +434,51 @@ pub fn import_task<B: Backend, M: LoraModel<B>>(
         alpha,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lora-io-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn keeping_the_previous_version_rotates_and_a_failed_write_leaves_both_and_no_temp_file() {
+        let dir = scratch("keep");
+        let (path, prev) = (dir.join("c.bin"), dir.join("c.prev.bin"));
+        write_atomic_keeping(&path, b"one", Some(&prev)).unwrap();
+        assert!(!prev.exists());
+        write_atomic_keeping(&path, b"two", Some(&prev)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read(&prev).unwrap(), b"one");
+        // A rename that fails (a non-empty folder under the final name): the temporary file is
+        // removed and the error names the file.
+        let blocked = dir.join("blocked");
+        std::fs::create_dir_all(blocked.join("inside")).unwrap();
+        let e = format!("{:#}", write_atomic(&blocked, b"x").unwrap_err());
+        assert!(e.contains(&blocked.display().to_string()), "{e}");
+        // A write that fails (no such folder) names the file too.
+        let nowhere = dir.join("no-such-folder/c.bin");
+        let e = format!("{:#}", write_atomic(&nowhere, b"x").unwrap_err());
+        assert!(
+            e.contains("cannot write") && e.contains("no-such-folder"),
+            "{e}"
+        );
+        assert_eq!(names(&dir), ["blocked", "c.bin", "c.prev.bin"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -5,12 +5,13 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod config;
+pub mod lock;
 pub mod runner;
 pub mod step;
 pub mod trainer;
 pub mod update;
 
 pub use config::TrainConfig;
-pub use runner::{RunOptions, RunSummary, run, train, train_with};
+pub use runner::{Interrupted, RunOptions, RunSummary, run, train, train_with};
 pub use step::{Frozen, MicroBatch, Objective, Phases};
 pub use trainer::{LoraInit, StepRecord, TaskSettings, Trainer};

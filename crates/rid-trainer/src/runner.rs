@@ -1,11 +1,14 @@
 //! The task-sequence runner: the run folder, the seeded batches, and for each task a
 //! [`Trainer`] stepped to the task's end, with a JSONL metrics log, checkpoints every K steps and
 //! after the task, resume after a kill, and guard rails (inputs checked before the run folder is
-//! made; non-finite terms stop the run; a folder holding another run is refused).
+//! made; non-finite terms stop the run; a folder holding another run, or in use by another
+//! process, is refused; a stop request ends the run at a step boundary with a checkpoint).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use burn::module::{AutodiffModule, Module};
@@ -21,6 +24,7 @@ use sd_model::{
 
 use crate::checkpoint;
 use crate::config::{Method, RewardKind, TaskConfig, TrainConfig, read_prompts_checked};
+use crate::lock::{LOCK_FILE, RunLock, lock_run_dir};
 use crate::step::{Frozen, MicroBatch, Objective, Phases};
 use crate::trainer::{LoraInit, StepRecord, TaskSettings, Trainer};
 use rewards::build::build_reward;
@@ -41,14 +45,45 @@ pub struct RunSummary<Bk: Backend> {
 }
 
 /// How a run is carried out (not part of its configuration).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue the run in the config's output folder from its last checkpoint.
     pub resume: bool,
     /// Time each phase of every step (they are logged in metrics.jsonl and summed per task
     /// on stderr).
     pub profile: bool,
+    /// Once set (by a SIGINT/SIGTERM handler), the run stops after the step in progress: it
+    /// writes the task's checkpoint and returns [`Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
+
+/// The error of a run stopped through [`RunOptions::stop`], after its checkpoint was written;
+/// `--resume` continues it bit for bit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    pub task: usize,
+    pub task_name: String,
+    /// Steps of the task done (and in the checkpoint).
+    pub step: usize,
+    pub steps: usize,
+    pub checkpoint: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped on request in task {} ({}) after step {} of {}; checkpoint written to {}; --resume continues the run",
+            self.task,
+            self.task_name,
+            self.step,
+            self.steps,
+            self.checkpoint.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// Builds the reward of a task.
 pub type RewardFactory<'a, B> = dyn Fn(RewardKind) -> Result<Box<dyn Reward<B>>> + 'a;
@@ -58,10 +93,25 @@ pub fn task_dir(run: &Path, k: usize, name: &str) -> PathBuf {
     run.join(format!("task-{k}-{name}"))
 }
 
-fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
+/// Checks the output folder against `config` and takes its lock (held until the returned guard
+/// is dropped): a new run gets an empty folder (a lock file left by a killed run aside) and its
+/// `config.json`; an existing one must be this configuration's and `resume` set.
+fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<RunLock> {
     let dir = &config.output;
     let marker = dir.join("config.json");
     let hash = config.hash();
+    if !marker.is_file() && dir.exists() {
+        let mut entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        if entries.any(|e| !e.is_ok_and(|e| e.file_name() == LOCK_FILE)) {
+            bail!(
+                "output folder {} is not empty and holds no ril run",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = lock_run_dir(dir)?;
     if marker.is_file() {
         let text = std::fs::read_to_string(&marker)?;
         let previous: serde_json::Value = serde_json::from_str(&text)
@@ -88,17 +138,11 @@ fn prepare_run_dir(config: &TrainConfig, resume: bool) -> Result<()> {
             );
         }
         remove_stale_temp_files(dir)?;
-        return Ok(());
+        return Ok(lock);
     }
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!(
-            "output folder {} is not empty and holds no ril run",
-            dir.display()
-        );
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::json!({ "hash": hash, "config": config });
-    lora_group::io::write_atomic(&marker, serde_json::to_string_pretty(&json)?.as_bytes())
+    lora_group::io::write_atomic(&marker, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(lock)
 }
 
 /// The fields (dotted paths, `tasks[1].lr`) whose values differ between two configurations, with
@@ -152,7 +196,7 @@ pub fn train_with<B: AutodiffBackend>(
 ) -> Result<RunSummary<B::InnerBackend>> {
     let opts = RunOptions {
         resume,
-        profile: false,
+        ..RunOptions::default()
     };
     run(config, opts, device, make_reward)
 }
@@ -318,7 +362,7 @@ pub fn run<B: AutodiffBackend>(
     } = preflight(config, device, make_reward)?;
     let s = &config.sampling;
     let scheduler = DdimScheduler::new(sd.scheduler.clone(), s.steps)?;
-    prepare_run_dir(config, opts.resume)?;
+    let _lock = prepare_run_dir(config, opts.resume)?;
     let run_dir = config.output.clone();
     let mut unet = sd.unet.clone().no_grad();
     let vae = sd.vae.clone().no_grad();
@@ -334,31 +378,54 @@ pub fn run<B: AutodiffBackend>(
     let log_path = run_dir.join("metrics.jsonl");
     let hash = config.hash();
     let mut final_rewards = Vec::new();
+    let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    // Set once a task is trained in this invocation: the metrics of later tasks are then written
+    // again, so their checkpoints (left by a run whose earlier task fell back to an older
+    // checkpoint) are not resumed from.
+    let mut retrained = false;
 
     for (k, task) in config.tasks.iter().enumerate() {
         let dir = task_dir(&run_dir, k, &task.name);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let ckpt_path = dir.join("checkpoint.safetensors");
         let total = task.epochs * task.steps_per_epoch;
-        let saved = if opts.resume && ckpt_path.is_file() {
-            let c = checkpoint::load::<B::InnerBackend>(&ckpt_path, device)?;
-            if c.state.config_hash != hash {
-                bail!(
-                    "{} was written by another configuration (hash {}, this config {hash})",
-                    ckpt_path.display(),
-                    c.state.config_hash
-                );
-            }
-            if c.state.step > total {
-                bail!(
-                    "{} is at step {}, beyond the task's {total} steps",
-                    ckpt_path.display(),
-                    c.state.step
-                );
-            }
-            Some(c)
-        } else {
+        let saved = if !opts.resume {
             None
+        } else if retrained {
+            for p in [ckpt_path.clone(), checkpoint::previous_path(&ckpt_path)] {
+                if p.exists() {
+                    eprintln!(
+                        "warning: task {k} ({}) is trained again after an earlier task was: removing {}",
+                        task.name,
+                        p.display()
+                    );
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("cannot remove {}", p.display()))?;
+                }
+            }
+            None
+        } else {
+            match checkpoint::load_latest::<B::InnerBackend>(&ckpt_path, device)? {
+                Some((c, from)) => {
+                    if c.state.config_hash != hash {
+                        bail!(
+                            "{} was written by another configuration (hash {}, this config {hash})",
+                            from.display(),
+                            c.state.config_hash
+                        );
+                    }
+                    if c.state.step > total {
+                        bail!(
+                            "{} is at step {}, beyond the task's {total} steps",
+                            from.display(),
+                            c.state.step
+                        );
+                    }
+                    Some(c)
+                }
+                None => None,
+            }
         };
         if let Some(c) = &saved
             && c.state.done
@@ -400,8 +467,15 @@ pub fn run<B: AutodiffBackend>(
                 );
                 t
             }
-            None => Trainer::new(unet, lora, settings)?,
+            None => {
+                if opts.resume {
+                    // Lines of a killed run's first steps, before the task's first checkpoint.
+                    truncate_log(&log_path, k, 0)?;
+                }
+                Trainer::new(unet, lora, settings)?
+            }
         };
+        retrained = true;
         debug_assert_eq!(trainer.task(), k);
         let reward = match reward_cache.remove(task.reward.name()) {
             Some(r) => r,
@@ -422,6 +496,18 @@ pub fn run<B: AutodiffBackend>(
         let mut last_mean = f64::NAN;
         let mut phases = Phases::default();
         for step in trainer.steps_done()..total {
+            if stop_requested() {
+                bar.abandon();
+                trainer.save_checkpoint(&ckpt_path, false, &hash)?;
+                return Err(Interrupted {
+                    task: k,
+                    task_name: task.name.clone(),
+                    step,
+                    steps: total,
+                    checkpoint: ckpt_path,
+                }
+                .into());
+            }
             let batch = batches.step(k, step, task.grad_accum, micro)?;
             let rec = trainer
                 .step(&frozen, batch, opts.profile)
@@ -525,16 +611,19 @@ fn remove_stale_temp_files(run: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Appends `line` in one write (a line cut short by a full disk is dropped on resume).
 fn append_line(path: &Path, line: &str) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))
+    f.write_all(format!("{line}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Drops log lines of task `task` at or after `step` (they will be recomputed on resume).
+/// Drops log lines of task `task` at or after `step`, and of later tasks (they will be
+/// recomputed on resume), and any line that is not JSON (cut short by a full disk).
 fn truncate_log(path: &Path, task: usize, step: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
@@ -542,11 +631,13 @@ fn truncate_log(path: &Path, task: usize, step: usize) -> Result<()> {
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            let (t, s) = (
-                v["task"].as_u64().unwrap_or(0) as usize,
-                v["step"].as_u64().unwrap_or(0) as usize,
-            );
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                return false;
+            };
+            let (Some(t), Some(s)) = (v["task"].as_u64(), v["step"].as_u64()) else {
+                return false;
+            };
+            let (t, s) = (t as usize, s as usize);
             t < task || (t == task && s < step)
         })
         .collect();

@@ -574,8 +574,8 @@ fn a_profiled_run_logs_where_each_step_went() {
     c.tasks[0].epochs = 1;
     c.tasks[0].steps_per_epoch = 2;
     let opts = rid_trainer::RunOptions {
-        resume: false,
         profile: true,
+        ..Default::default()
     };
     rid_trainer::run::<AD>(&c, opts, &Default::default(), &|_| {
         Ok(Box::new(rewards::jpeg::Compressibility::default()))

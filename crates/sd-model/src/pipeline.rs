@@ -413,9 +413,8 @@ pub fn to_rgb8<B: Backend>(images: Tensor<B, 4>) -> Result<Vec<image::RgbImage>>
 
 /// Writes `img` as PNG at `path` atomically (a temporary file in the same folder, then rename).
 pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    lora_group::io::write_atomic(path, &png)
 }
