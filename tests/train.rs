@@ -417,5 +417,27 @@ fn check_runs_the_runs_own_checks_and_a_missing_reward_file_leaves_no_run_folder
         );
         assert!(!out.exists(), "{args:?} left a run folder");
     }
+    // A LoRA rank wider than the tiny UNet's narrowest adapted layer (8 channels), even a huge
+    // one, is refused by --check naming the task and the layer, before anything is allocated.
+    let wide = dir.join("wide.toml");
+    std::fs::write(
+        &wide,
+        text.replacen(
+            "grad_clip = 1.0",
+            "grad_clip = 1.0\nlora_rank = 1000000000000",
+            1,
+        ),
+    )
+    .unwrap();
+    let o = ril(&["train", "--check", "--config", wide.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("task 0 (aesthetic): lora_rank") && err.contains("min(in, out) = 8"),
+        "{err}"
+    );
+    assert!(!out.exists(), "--check left a run folder");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -53,11 +53,30 @@ pub fn push_task<B: Backend, M: LoraModel<B>>(
         bail!("LoRA alpha must be a positive number, got {alpha}");
     }
     let mut matched = 0;
-    model.visit_lora(&mut |path, _| matched += usize::from(targets.matches(path)));
+    // The narrowest adapted layer bounds the rank: a pair wider than min(in, out) adds no
+    // expressiveness and, for a huge rank, exhausts memory before the first step.
+    let mut narrowest: Option<(usize, String)> = None;
+    model.visit_lora(&mut |path, layer| {
+        if targets.matches(path) {
+            matched += 1;
+            let [d_in, d_out] = layer.base.weight.dims();
+            let width = d_in.min(d_out);
+            if narrowest.as_ref().is_none_or(|(w, _)| width < *w) {
+                narrowest = Some((width, path.to_string()));
+            }
+        }
+    });
     if matched == 0 {
         bail!(
             "LoRA target {} matches no layer of the model",
             targets.describe()
+        );
+    }
+    if let Some((width, path)) = narrowest
+        && rank > width
+    {
+        bail!(
+            "LoRA rank {rank} is larger than the adapted layer {path} (min(in, out) = {width}); the rank must be at most the narrowest adapted layer's width"
         );
     }
     let task = task_count(model);

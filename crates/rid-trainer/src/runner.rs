@@ -330,6 +330,18 @@ pub fn preflight<B: AutodiffBackend>(
     let prompts = read_prompts_checked(&config.prompts.train, &sd.tokenizer)?;
     read_prompts_checked(&config.prompts.eval, &sd.tokenizer)?;
     DdimScheduler::new(sd.scheduler.clone(), config.sampling.steps)?;
+    // Each task's LoRA fits the model (rank at most the narrowest adapted layer), checked on a
+    // throwaway copy: a pair is only allocated once the rank is known to fit.
+    for (k, task) in config.tasks.iter().enumerate() {
+        let mut probe = sd.unet.clone().no_grad();
+        lora_group::push_task(
+            &mut probe,
+            &lora_group::Targets::default(),
+            task.lora_rank,
+            task.lora_alpha,
+        )
+        .with_context(|| format!("task {k} ({}): lora_rank", task.name))?;
+    }
     let mut rewards: HashMap<&'static str, Box<dyn Reward<B>>> = HashMap::new();
     for (k, task) in config.tasks.iter().enumerate() {
         if rewards.contains_key(task.reward.name()) {

@@ -401,6 +401,18 @@ fn bad_lora_files_and_targets_are_refused_by_name() {
         err.contains("no_such_layer") && err.contains("matches no layer"),
         "{err}"
     );
+    // The tiny UNet's narrowest adapted layers (the first block's attention, 8 channels) bound
+    // the rank: 8 is accepted, 9 (and a huge rank, before any allocation) refused by layer.
+    for rank in [9, 1 << 40] {
+        let err = push_task(&mut unet::<B>(), &Targets::default(), rank, 4.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("LoRA rank {rank}")) && err.contains("min(in, out) = 8"),
+            "{err}"
+        );
+    }
+    push_task(&mut unet::<B>(), &Targets::default(), 8, 4.0).unwrap();
     let err = import_task(&mut model, Path::new("/nonexistent/l.safetensors"), "unet").unwrap_err();
     assert!(format!("{err:#}").contains("/nonexistent/l.safetensors"));
     let _ = model.num_params();
