@@ -26,11 +26,44 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Decodes `files` as RGB into [N, 3, H, W] in [-1, 1] (the VAE's range); all must have one size.
+/// The most pixels an image read by ril may have (8192 x 8192): larger ones are refused before
+/// they are decoded.
+pub const MAX_PIXELS: u64 = 1 << 26;
+
+/// The most an image's longer side may exceed its shorter one (16:1). CLIP's preprocessing
+/// resizes the shorter side to 224 and keeps the ratio, so a 1 x 100000 image would become
+/// 224 x 22,400,000 pixels (and its resize matrices terabytes).
+pub const MAX_ASPECT: u64 = 16;
+
+/// Refuses an image of `w` x `h` pixels (from `what`) that is empty, above [`MAX_PIXELS`] or
+/// more elongated than [`MAX_ASPECT`], naming the limit.
+pub fn check_dimensions(what: &str, w: u32, h: u32) -> Result<()> {
+    let (w, h) = (w as u64, h as u64);
+    if w == 0 || h == 0 {
+        bail!("{what} is {w}x{h} pixels: an image needs at least one pixel on each side");
+    }
+    if w * h > MAX_PIXELS {
+        bail!(
+            "{what} is {w}x{h} pixels, more than the {MAX_PIXELS} (8192x8192) ril reads; resize it first"
+        );
+    }
+    if w.max(h) > MAX_ASPECT * w.min(h) {
+        bail!(
+            "{what} is {w}x{h} pixels: its sides differ by more than {MAX_ASPECT}:1, the most ril accepts (CLIP's resize keeps the ratio); crop it first"
+        );
+    }
+    Ok(())
+}
+
+/// Decodes `files` as RGB into [N, 3, H, W] in [-1, 1] (the VAE's range); all must have one size,
+/// within [`check_dimensions`]' limits (read from the header before decoding).
 pub fn load_images<B: Backend>(files: &[PathBuf], device: &B::Device) -> Result<Tensor<B, 4>> {
     let mut data = Vec::new();
     let mut size = None;
     for f in files {
+        let (w, h) = image::image_dimensions(f)
+            .with_context(|| format!("{} is not a readable image", f.display()))?;
+        check_dimensions(&f.display().to_string(), w, h)?;
         let img = image::open(f)
             .with_context(|| format!("{} is not a readable image", f.display()))?
             .to_rgb8();
