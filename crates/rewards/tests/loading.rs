@@ -197,10 +197,7 @@ fn empty_huge_and_elongated_images_are_refused_by_file_before_decoding() {
     let crc = crc32(&bytes[12..29]);
     bytes[29..33].copy_from_slice(&crc.to_be_bytes());
     std::fs::write(&huge, bytes).unwrap();
-    let err = format!(
-        "{:#}",
-        load_images::<B>(&[huge.clone()], &device).unwrap_err()
-    );
+    let err = format!("{:#}", load_images::<B>(&[huge], &device).unwrap_err());
     assert!(
         err.contains("huge.png") && err.contains("8192x8192"),
         "{err}"
