@@ -183,9 +183,7 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_weights_bit_for_bit() {
-    let dir = std::env::temp_dir().join(format!("ril-train-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ril_testkit::scratch("train-kill");
     let killed = dir.join("killed");
     reference();
     let cfg = config(&dir, &killed);
@@ -273,9 +271,7 @@ fn flip_last_bit(path: &Path) {
 #[test]
 fn a_run_stopped_by_signals_failing_on_a_full_disk_or_with_a_corrupt_checkpoint_resumes_bit_for_bit()
  {
-    let dir = std::env::temp_dir().join(format!("ril-train-faults-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ril_testkit::scratch("train-faults");
     let run = dir.join("faults");
     let cfg_path = config(&dir, &run);
     let cfg = cfg_path.to_str().unwrap();
@@ -385,9 +381,7 @@ fn a_run_stopped_by_signals_failing_on_a_full_disk_or_with_a_corrupt_checkpoint_
 
 #[test]
 fn check_runs_the_runs_own_checks_and_a_missing_reward_file_leaves_no_run_folder() {
-    let dir = std::env::temp_dir().join(format!("ril-train-check-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ril_testkit::scratch("train-check");
     let out = dir.join("run");
     let good = config(&dir, &out);
     let o = ril(&["train", "--check", "--config", good.to_str().unwrap()])

@@ -65,13 +65,20 @@ pub fn write_atomic_keeping(path: &Path, bytes: &[u8], previous: Option<&Path>) 
         f.write_all(bytes)?;
         f.sync_all()
     })();
-    if let Err(e) = written {
+    // A failed write or rename removes the temporary file and reports `what`.
+    let failed = |e: std::io::Error, what: String| {
         let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(e).context(format!(
-            "cannot write {} (through {}; the previous file is unchanged)",
-            path.display(),
-            tmp.display()
-        )));
+        Err(anyhow::Error::new(e).context(what))
+    };
+    if let Err(e) = written {
+        return failed(
+            e,
+            format!(
+                "cannot write {} (through {}; the previous file is unchanged)",
+                path.display(),
+                tmp.display()
+            ),
+        );
     }
     let renamed = (|| -> std::io::Result<()> {
         if let Some(prev) = previous
@@ -82,12 +89,10 @@ pub fn write_atomic_keeping(path: &Path, bytes: &[u8], previous: Option<&Path>) 
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = renamed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(e).context(format!(
-            "cannot rename {} to {}",
-            tmp.display(),
-            path.display()
-        )));
+        return failed(
+            e,
+            format!("cannot rename {} to {}", tmp.display(), path.display()),
+        );
     }
     // The renames themselves reach the disk with the folder's entry.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())

@@ -169,8 +169,7 @@ fn hps_needs_one_prompt_per_image() {
 
 #[test]
 fn empty_huge_and_elongated_images_are_refused_by_file_before_decoding() {
-    let dir = std::env::temp_dir().join(format!("ril-image-limits-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ril_testkit::scratch("image-limits");
     let device = Default::default();
     // 16:1 is the limit (CLIP's resize keeps the ratio): 4x64 loads, 4x65 is refused.
     let ok = dir.join("ok.png");
