@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use rid_trainer::TrainConfig;
@@ -46,10 +46,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
+    let (stop, signal) = stop_on_signals()?;
     let opts = rid_trainer::RunOptions {
         resume,
         profile: a.profile || std::env::var_os("RIL_PROFILE").is_some_and(|v| v == "1"),
-        stop: Some(stop_on_signals()?),
+        stop: Some(stop),
     };
     let run_dir: PathBuf = ril::on_backend!(config.model.backend, autodiff, |B, device| {
         rid_trainer::run::<B>(&config, opts, &device, &|kind| {
@@ -58,23 +59,32 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         .map(|s| s.run_dir)
     })
     .map_err(|e| match e.downcast_ref::<rid_trainer::Interrupted>() {
-        Some(i) => anyhow::anyhow!("{i}: ril train --config {} --resume", path.display()),
+        Some(i) => anyhow::Error::new(crate::Stopped {
+            signal: signal.load(Ordering::SeqCst) as i32,
+            message: format!("{i}: ril train --config {} --resume", path.display()),
+        }),
         None => e,
     })?;
     println!("run finished: {}", run_dir.display());
     Ok(())
 }
 
-/// A flag that SIGINT and SIGTERM set; a second one while it is set ends the process at once with
-/// status 130 (the step in progress and its checkpoint are then lost, the previous one is kept).
-fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+/// A flag that SIGINT and SIGTERM set, and the number of the signal that set it; a second one
+/// while the flag is set ends the process at once with status 128 + the signal's number, as a
+/// shell reports a process killed by it (the step in progress and its checkpoint are then lost,
+/// the previous one is kept).
+fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
     for signal in [SIGINT, SIGTERM] {
         // The shutdown first: it acts only once the flag was set by an earlier signal.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))
+            .and_then(|_| {
+                signal_hook::flag::register_usize(signal, Arc::clone(&which), signal as usize)
+            })
             .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
             .with_context(|| format!("cannot handle signal {signal}"))?;
     }
-    Ok(stop)
+    Ok((stop, which))
 }
