@@ -126,6 +126,10 @@ pub struct UNetPhase {
     /// default init when false.
     #[serde(default)]
     pub zero_init_cross_attention: bool,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' `--snr_gamma`): each sample's
+    /// epsilon loss is weighted by min(SNR(t), γ) / SNR(t), so that the many low-noise steps,
+    /// which are easy and say little about the caption, weigh less. Plain mean when absent.
+    pub snr_gamma: Option<f64>,
 }
 
 impl PretrainConfig {
@@ -215,6 +219,11 @@ impl PretrainConfig {
             {
                 bail!("{name} must be a positive number, got {c}");
             }
+        }
+        if let Some(g) = self.unet.snr_gamma
+            && !(g.is_finite() && g > 0.0)
+        {
+            bail!("unet.snr_gamma must be a positive number, got {g}");
         }
         if !(self.vae.logvar_bias.is_finite() && (-30.0..=20.0).contains(&self.vae.logvar_bias)) {
             bail!(

@@ -336,7 +336,22 @@ pub fn run<AB: AutodiffBackend>(
         );
         let ctx = encode_prompts(&tokenizer, &text, &captions, device)?;
         let pred = unet.forward(Tensor::from_inner(xt), t, ctx);
-        let loss = (pred - Tensor::from_inner(noise)).powf_scalar(2.0).mean();
+        let sq = (pred - Tensor::from_inner(noise)).powf_scalar(2.0);
+        let loss = match phase.snr_gamma {
+            None => sq.mean(),
+            Some(gamma) => {
+                let w: Vec<f32> = steps
+                    .iter()
+                    .map(|&t| {
+                        let snr = f64::from(alphas[t]) / (1.0 - f64::from(alphas[t]));
+                        (snr.min(gamma) / snr) as f32
+                    })
+                    .collect();
+                let w = Tensor::<AB, 1>::from_data(TensorData::new(w, [b]), device);
+                let per_sample = sq.reshape([b as i32, -1]).mean_dim(1).reshape([b]);
+                (per_sample * w).mean()
+            }
+        };
         let grads = loss.backward();
         let norm = {
             let u = grad_norm(&[&unet], &grads);
