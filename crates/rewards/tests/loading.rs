@@ -185,37 +185,11 @@ fn empty_huge_and_elongated_images_are_refused_by_file_before_decoding() {
     // A PNG header claiming 100000 x 100000 pixels (no pixel data): refused from the header
     // alone, without the 30 GB it would decode to.
     let huge = dir.join("huge.png");
-    let mut png = image::RgbImage::new(8, 8);
-    png.put_pixel(0, 0, image::Rgb([1, 2, 3]));
-    png.save(&huge).unwrap();
-    let mut bytes = std::fs::read(&huge).unwrap();
-    // IHDR's width and height are bytes 16..24 (after the 8-byte signature, length and type);
-    // its CRC (of type and data, bytes 12..29) is rewritten so that the header is valid.
-    bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-    bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-    let crc = crc32(&bytes[12..29]);
-    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
-    std::fs::write(&huge, bytes).unwrap();
+    ril_testkit::png_claiming(&huge, 100_000, 100_000);
     let err = format!("{:#}", load_images::<B>(&[huge], &device).unwrap_err());
     assert!(
         err.contains("huge.png") && err.contains("8192x8192"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// CRC-32 (IEEE, as PNG chunks use), bit by bit.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 == 1 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }

@@ -93,6 +93,39 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes a PNG (signature, IHDR, an empty IDAT, IEND: no pixel data) whose valid header claims
+/// `w` x `h` RGB pixels, to check that a reader refuses a size from the header alone, before it
+/// allocates (decoders read up to the first IDAT before they report the size).
+pub fn png_claiming(path: &Path, w: u32, h: u32) {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, adaptive filter, no interlace
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [ihdr, b"IDAT".to_vec(), b"IEND".to_vec()] {
+        bytes.extend((chunk.len() as u32 - 4).to_be_bytes());
+        bytes.extend(&chunk);
+        bytes.extend(crc32(&chunk).to_be_bytes());
+    }
+    std::fs::write(path, bytes).expect("write png");
+}
+
+/// CRC-32 (IEEE, as PNG chunks use), bit by bit.
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
 /// Copies a folder tree.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create folder");

@@ -27,6 +27,11 @@ use crate::generate::Spec;
 /// The name of the metadata file in a data-set folder.
 pub const METADATA: &str = "metadata.jsonl";
 
+/// The most pixels an item's image may have (8192 x 8192, the bound `rewards::images` puts on
+/// every image ril reads): checked from the file's header, before the image is decoded, so a
+/// forged or huge file is refused instead of exhausting memory.
+pub const MAX_PIXELS: u64 = 8192 * 8192;
+
 /// What can be wrong with a data-set folder; every message names the file (and line).
 #[derive(Debug, thiserror::Error)]
 pub enum FolderError {
@@ -72,11 +77,19 @@ pub struct Item {
 impl Item {
     /// The image as 8-bit RGB (any format the `image` crate was built with: PNG here; other
     /// pixel layouts such as RGBA or grey are converted).
+    /// At least one and at most [`MAX_PIXELS`] pixels, read from the header first.
     pub fn load_image(&self) -> Result<RgbImage, FolderError> {
-        let img = image::open(&self.path).map_err(|e| FolderError::Image {
+        let fail = |msg: String| FolderError::Image {
             path: self.path.clone(),
-            msg: e.to_string(),
-        })?;
+            msg,
+        };
+        let (w, h) = image::image_dimensions(&self.path).map_err(|e| fail(e.to_string()))?;
+        if w == 0 || h == 0 || u64::from(w) * u64::from(h) > MAX_PIXELS {
+            return Err(fail(format!(
+                "it is {w}x{h} pixels; an item's image needs 1 to {MAX_PIXELS} (8192x8192) pixels"
+            )));
+        }
+        let img = image::open(&self.path).map_err(|e| fail(e.to_string()))?;
         Ok(img.to_rgb8())
     }
 }

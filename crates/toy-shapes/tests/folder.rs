@@ -205,3 +205,18 @@ fn an_undecodable_image_is_named_when_loaded() {
         "{e}"
     );
 }
+
+#[test]
+fn an_image_whose_header_claims_too_many_pixels_is_refused_before_decoding() {
+    let dir = folder_with("huge", "{\"file_name\": \"huge.png\", \"text\": \"x\"}\n");
+    // 100000 x 100000 RGB would decode to 30 GB; the file holds only the header.
+    ril_testkit::png_claiming(&dir.join("huge.png"), 100_000, 100_000);
+    let f = ImageFolder::open(&dir).unwrap();
+    let e = f.items[0].load_image().unwrap_err().to_string();
+    assert!(
+        e.contains(&dir.join("huge.png").display().to_string())
+            && e.contains("100000x100000")
+            && e.contains("8192x8192"),
+        "{e}"
+    );
+}
