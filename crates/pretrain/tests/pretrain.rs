@@ -266,6 +266,40 @@ fn losses_fall_and_a_resumed_run_writes_the_same_pipeline() {
     );
 }
 
+/// Min-SNR-γ weights each sample by min(SNR, γ) / SNR: with γ above every step's SNR (SD 1.5's
+/// largest is about 1e3) every weight is 1 and the UNet's losses are the plain mean's (up to
+/// float rounding: the weighted loss averages per-sample means, 1e-6 relative covers it); with a
+/// small γ the low-noise samples weigh less and the loss differs.
+#[test]
+fn min_snr_weighting_is_the_plain_mean_when_gamma_exceeds_every_snr() {
+    let dir = ril_testkit::scratch("pretrain-snr");
+    let device = Default::default();
+    let run = |name: &str, gamma: Option<&str>| {
+        let cfg = tiny_config(&dir, &|t| {
+            if let Some(g) = gamma {
+                *t = t.replace("lr = 3e-3", &format!("lr = 3e-3\nsnr_gamma = {g}"));
+            }
+        });
+        let config = PretrainConfig::from_file(&cfg).unwrap();
+        let out = dir.join(name);
+        let steps = config.vae.steps + 3;
+        pretrain::run::<CpuAutodiff>(&config, &Squares, &out, &quiet(false, Some(steps)), &device)
+            .unwrap();
+        losses(&out, "unet")
+    };
+    let plain = run("plain", None);
+    let big = run("big", Some("1e9"));
+    let small = run("small", Some("0.5"));
+    assert_eq!(plain.len(), 3);
+    for (p, b) in plain.iter().zip(&big) {
+        assert!((p - b).abs() <= 1e-6 * p.abs(), "{plain:?} vs {big:?}");
+    }
+    assert!(
+        (plain[0] - small[0]).abs() > 1e-3 * plain[0],
+        "{plain:?} vs {small:?}"
+    );
+}
+
 #[test]
 fn bad_inputs_are_refused_before_any_work() {
     let dir = ril_testkit::scratch("pretrain-bad");
@@ -292,6 +326,8 @@ fn bad_inputs_are_refused_before_any_work() {
     );
     let e = err(&|t| *t = t.replace("lr = 3e-3", "lr = -1.0"));
     assert!(e.contains("unet.lr"), "{e}");
+    let e = err(&|t| *t = t.replace("lr = 3e-3", "lr = 3e-3\nsnr_gamma = 0.0"));
+    assert!(e.contains("unet.snr_gamma"), "{e}");
     let e = err(&|t| *t = t.replace("logvar_bias = -4.0", "logvar_bias = -40.0"));
     assert!(
         e.contains("vae.logvar_bias") && e.contains("[-30, 20]"),
