@@ -30,6 +30,7 @@ pub enum Command {
     Soup(crate::soup::SoupArgs),
     Eval(crate::eval::EvalArgs),
     Fid(crate::fid::FidArgs),
+    FidStats(crate::fid::FidStatsArgs),
     Bench(crate::bench::Args),
     Data(crate::data::DataArgs),
     Judge(crate::judge::JudgeArgs),
@@ -44,12 +45,13 @@ impl Command {
             Command::Sample(_)
             | Command::Train(_)
             | Command::Eval(_)
-            | Command::Fid(_)
             | Command::Data(_)
             | Command::Judge(_)
             | Command::Pretrain(_) => Ok(()),
             Command::Score(a) => a.validate(),
             Command::Soup(a) => a.validate(),
+            Command::Fid(a) => a.validate(),
+            Command::FidStats(a) => a.validate(),
             Command::Bench(a) => a.validate(),
         }
     }
@@ -67,6 +69,7 @@ impl Command {
             Command::Soup(a) => crate::soup::run(&a),
             Command::Eval(a) => crate::eval::run(&a),
             Command::Fid(a) => crate::fid::run(&a),
+            Command::FidStats(a) => crate::fid::run_stats(&a),
             Command::Bench(a) => crate::bench::run(&a),
             Command::Data(a) => crate::data::run(&a),
             Command::Judge(a) => crate::judge::run(&a),

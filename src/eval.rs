@@ -43,9 +43,10 @@ pub struct EvalArgs {
     /// Prompts in DIR/grid.png.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub grid_prompts: usize,
-    /// FID: a folder of real images (its statistics are cached there); needs --fid-weights or
-    /// --fid-hash-weights.
-    #[arg(long, value_name = "DIR", requires = "fid_inception")]
+    /// FID: a folder of real images (its statistics are cached in the cache folder, see `ril
+    /// fid --help`) or their statistics (FILE.npz, from `ril fid-stats` or pytorch-fid's
+    /// --save-stats); needs --fid-weights or --fid-hash-weights.
+    #[arg(long, value_name = "DIR|FILE.npz", requires = "fid_inception")]
     pub fid_reference: Option<PathBuf>,
     /// FID: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth).
     #[arg(long, value_name = "FILE", group = "fid_inception")]

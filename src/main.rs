@@ -1,9 +1,10 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
 //! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model; `ril fid`
-//! compares two image folders; `ril bench` times the pipeline and a training step; `ril data`
-//! writes the toy world's data sets, `ril judge` trains and runs its attribute classifier and
-//! `ril pretrain` trains a pipeline from scratch.
+//! compares two image folders (or their statistics, which `ril fid-stats` writes); `ril bench`
+//! times the pipeline and a training step; `ril data` writes the toy world's data sets, `ril
+//! judge` trains and runs its attribute classifier and `ril pretrain` trains a pipeline from
+//! scratch.
 
 mod bench;
 mod cli;

@@ -1,6 +1,7 @@
 //! `ril fid` on image folders: a distance is computed, the real folder's statistics are cached
 //! in the cache folder (never in the image folder), an unwritable cache only warns, and bad
-//! folders fail with a clear message.
+//! folders fail with a clear message; `ril fid-stats` files stand in for either folder with
+//! the same distance, and malformed ones are refused naming the file.
 
 mod common;
 
@@ -130,5 +131,74 @@ fn fid_between_folders_caches_reference_statistics_and_refuses_bad_folders() {
         b.to_str().unwrap(),
     ]);
     assert!(!ok && err.contains("--weights"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn statistics_files_stand_in_for_folders_with_the_same_distance() {
+    let root = ril_testkit::scratch("fid-stats-cli");
+    let (a, b) = (folder(&root, "a", 4, 1, 32), folder(&root, "b", 3, 99, 32));
+    let cache = root.join("cache");
+    let env = [("RIL_CACHE_DIR", cache.as_path())];
+    let run = |args: &[&str]| {
+        let (ok, out, err) = ril_env(args, &env);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (a_npz, b_npz) = (root.join("a.npz"), root.join("b.npz"));
+    for (dir, npz) in [(&a, &a_npz), (&b, &b_npz)] {
+        let out = run(&[
+            "fid-stats",
+            "--images",
+            &s(dir),
+            "--out",
+            &s(npz),
+            "--hash-weights",
+        ]);
+        assert!(out.contains("mu [2048], sigma [2048, 2048]"), "{out}");
+    }
+    // The saved statistics are the folder's, bit for bit (float64 both ways), so the distance
+    // printed to 6 decimals is the same string. (Two different folders rather than a folder
+    // against itself: that distance is ~0 however it is computed and would hide a mix-up.)
+    let folders = run(&["fid", "--real", &s(&a), "--fake", &s(&b), "--hash-weights"]);
+    let mixed = run(&[
+        "fid",
+        "--real",
+        &s(&a_npz),
+        "--fake",
+        &s(&b),
+        "--hash-weights",
+    ]);
+    // Two statistics files need no network at all.
+    let files = run(&["fid", "--real", &s(&a_npz), "--fake", &s(&b_npz)]);
+    assert!(fid_value(&folders) > 0.0, "{folders}");
+    assert_eq!(mixed, folders);
+    assert_eq!(files, folders);
+    // Refused: a malformed statistics file (named), a folder without weights, --out not .npz.
+    let bad = root.join("bad.npz");
+    std::fs::write(&bad, b"not a zip").unwrap();
+    let (ok, _, err) = ril(&["fid", "--real", &s(&bad), "--fake", &s(&b_npz)]);
+    assert!(
+        !ok && err.contains(&s(&bad)) && err.contains(".npz archive"),
+        "{err}"
+    );
+    let (ok, _, err) = ril(&["fid", "--real", &s(&a_npz), "--fake", &s(&b)]);
+    assert!(
+        !ok && err.contains("--fake") && err.contains("--hash-weights"),
+        "{err}"
+    );
+    let (ok, _, err) = ril(&[
+        "fid-stats",
+        "--images",
+        &s(&a),
+        "--out",
+        &s(&root.join("a.stats")),
+        "--hash-weights",
+    ]);
+    assert!(
+        !ok && err.contains("--out") && err.contains(".npz"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }

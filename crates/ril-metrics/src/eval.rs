@@ -83,7 +83,7 @@ pub struct EvalSpec {
     pub metrics: Vec<Metric>,
     /// Prompts shown as rows of the sample grid (with up to 4 images each).
     pub grid_prompts: usize,
-    /// FID against a folder of real images (None: FID is skipped).
+    /// FID against real images or their statistics (None: FID is skipped).
     pub fid: Option<FidSpec>,
     /// A transformers CLIPModel folder (or hub id) for the CLIP score (None: skipped).
     #[serde(default)]
@@ -93,7 +93,8 @@ pub struct EvalSpec {
 /// The reference set and network of FID.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FidSpec {
-    /// A folder of real images (its statistics are cached in it).
+    /// A folder of real images (its statistics are cached in the cache folder, see
+    /// [`crate::fid::folder_stats`]) or a pytorch-fid statistics file (`.npz`).
     pub reference: std::path::PathBuf,
     /// pytorch-fid's Inception weights; None uses the deterministic hash weights (values
     /// comparable only with each other).
@@ -179,7 +180,7 @@ pub fn evaluate<B: Backend>(
     let fid = match (&spec.fid, spec.metrics.contains(&Metric::Fid)) {
         (Some(f), true) => {
             let model = crate::fid::inception::<B>(f.weights.as_deref(), device)?;
-            let reference = crate::fid::folder_stats(
+            let reference = crate::fid::reference_stats(
                 &model,
                 f.weights.as_deref(),
                 &f.reference,

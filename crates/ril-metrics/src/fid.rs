@@ -202,6 +202,111 @@ impl Stats {
     }
 }
 
+/// Pool features per image: the statistics' dimension.
+pub const FEATURES: usize = 2048;
+
+/// The start of the archive comment of ril's statistics files, followed by the weights'
+/// identity (`hash-weights`, or the weights file's name and size). NumPy ignores the comment.
+const NPZ_COMMENT: &str = "ril fid-stats; inception: ";
+
+/// Whether `path` names a statistics file rather than a folder of images: pytorch-fid's rule,
+/// a path ending in `.npz` (here also one that is not a folder).
+pub fn is_stats_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+        && !path.is_dir()
+}
+
+impl Stats {
+    /// Saves as pytorch-fid's `--save-stats` file: an `.npz` with float64 `mu` [d] and
+    /// `sigma` [d, d] (C order, uncompressed; pytorch-fid compresses, `np.load` reads both),
+    /// atomically. The archive comment records the Inception weights (`weights`: None for the
+    /// hash weights) so that ril refuses to compare statistics of different networks.
+    pub fn save_npz(&self, path: &Path, weights: Option<&Path>) -> Result<()> {
+        let d = self.mu.len();
+        let sigma: Vec<f64> = self.sigma.transpose().iter().copied().collect();
+        let bytes = crate::npz::npz_f64(
+            &[("mu", &[d], self.mu.as_slice()), ("sigma", &[d, d], &sigma)],
+            &format!("{NPZ_COMMENT}{}", weights_identity(weights)),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        sd_model::write_atomic(path, &bytes)
+    }
+
+    /// Loads a pytorch-fid statistics file (ril's or pytorch-fid's own `--save-stats`):
+    /// `mu` [2048] and `sigma` [2048, 2048], float32 or float64, C or Fortran order, every
+    /// value finite. Returns the weights identity ril recorded in it (None in other files).
+    pub fn load_npz(path: &Path) -> Result<(Self, Option<String>)> {
+        let mut npz = crate::npz::Npz::open(path)?;
+        let d = FEATURES;
+        let mu = npz.array("mu", &[d])?;
+        let sigma = npz.array("sigma", &[d, d])?;
+        for (name, a) in [("mu", &mu), ("sigma", &sigma)] {
+            if let Some(i) = a.values.iter().position(|v| !v.is_finite()) {
+                let at = match a.shape.len() {
+                    1 => format!("[{i}]"),
+                    _ => format!("[{}, {}]", i / d, i % d),
+                };
+                bail!(
+                    "{}: array `{name}` holds a non-finite value ({}) at {at}",
+                    path.display(),
+                    a.values[i]
+                );
+            }
+        }
+        let recorded = npz.comment().strip_prefix(NPZ_COMMENT).map(str::to_string);
+        Ok((
+            Self {
+                mu: DVector::from_vec(mu.values),
+                sigma: DMatrix::from_row_slice(d, d, &sigma.values),
+            },
+            recorded,
+        ))
+    }
+}
+
+/// Refuses statistics of `file` that ril recorded (`recorded`) with other Inception weights than
+/// `used` (a weights identity): the hash weights against a real weights file. Files without a
+/// record (pytorch-fid's) are accepted.
+pub fn check_weights(file: &Path, recorded: Option<&str>, used: &str) -> Result<()> {
+    let kind = |ident: &str| {
+        if ident == "hash-weights" {
+            "the hash weights"
+        } else {
+            "a weights file"
+        }
+    };
+    if let Some(recorded) = recorded
+        && kind(recorded) != kind(used)
+    {
+        bail!(
+            "{} holds statistics of {} ({recorded}), but the other side uses {} ({used}): FIDs across different Inception networks mean nothing",
+            file.display(),
+            kind(recorded),
+            kind(used)
+        );
+    }
+    Ok(())
+}
+
+/// The statistics of a reference: a statistics file ([`is_stats_file`], [`Stats::load_npz`]) or
+/// a folder of images ([`folder_stats`]), for comparison with images seen through `model`.
+pub fn reference_stats<B: Backend>(
+    model: &InceptionV3<B>,
+    weights: Option<&Path>,
+    path: &Path,
+    batch: usize,
+    device: &B::Device,
+) -> Result<Stats> {
+    if is_stats_file(path) {
+        let (stats, recorded) = Stats::load_npz(path)?;
+        check_weights(path, recorded.as_deref(), &weights_identity(weights))?;
+        Ok(stats)
+    } else {
+        folder_stats(model, weights, path, batch, device)
+    }
+}
+
 /// tr √(A B) for symmetric positive semi-definite A and B.
 fn trace_sqrt_product(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f64 {
     let ea = SymmetricEigen::new(a.clone());
@@ -270,8 +375,8 @@ pub fn inception<B: Backend>(weights: Option<&Path>, device: &B::Device) -> Resu
     }
 }
 
-/// A name for the weights, recorded with cached statistics.
-fn weights_identity(weights: Option<&Path>) -> String {
+/// A name for the weights, recorded with cached statistics and in statistics files.
+pub fn weights_identity(weights: Option<&Path>) -> String {
     match weights {
         Some(p) => {
             let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);

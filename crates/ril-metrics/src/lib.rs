@@ -1,7 +1,7 @@
 //! Metrics of reward incremental learning: the evaluation runner (same noise for every model),
 //! target metrics (aesthetic, HPS, PNG/JPEG size), FID (pytorch-fid's InceptionV3 and Fréchet
-//! distance), CLIP score (torchmetrics' definition and preprocessing), the forgetting measure
-//! (the paper's Eq. 3) and report tables.
+//! distance; statistics files in pytorch-fid's .npz format), CLIP score (torchmetrics'
+//! definition and preprocessing), the forgetting measure (the paper's Eq. 3) and report tables.
 
 pub mod clip_score;
 pub mod eval;
@@ -9,6 +9,7 @@ pub mod fid;
 pub mod figure;
 pub mod forgetting;
 pub mod inception;
+pub mod npz;
 pub mod pil;
 pub mod report;
 pub mod resize;

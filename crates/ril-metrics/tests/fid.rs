@@ -114,3 +114,74 @@ fn frechet_distance_matches_pytorch_fid() {
             .contains("at least two images")
     );
 }
+
+#[test]
+fn statistics_files_round_trip_exactly_and_malformed_ones_are_refused_naming_file_and_array() {
+    use ril_metrics::fid::{FEATURES, check_weights};
+    use ril_metrics::npz::npz_f64;
+    let dir = ril_testkit::scratch("fid-npz");
+    let d = FEATURES;
+    // A symmetric sigma whose entries all differ, so a transposed or shifted read would show.
+    let mu: Vec<f64> = (0..d).map(|i| (i as f64 * 0.37).sin()).collect();
+    let sigma = nalgebra::DMatrix::from_fn(d, d, |r, c| {
+        let (a, b) = (r.min(c) as f64, r.max(c) as f64);
+        (a * 1e-3 + b * 1.7e-6).cos() / (1.0 + a)
+    });
+    let stats = Stats {
+        mu: nalgebra::DVector::from_vec(mu.clone()),
+        sigma: sigma.clone(),
+    };
+    let path = dir.join("ref.npz");
+    stats.save_npz(&path, None).unwrap();
+    // float64 in, float64 out: bit for bit.
+    let (back, recorded) = Stats::load_npz(&path).unwrap();
+    assert_eq!(back, stats);
+    assert_eq!(recorded.as_deref(), Some("hash-weights"));
+    // Statistics of the hash weights are refused against a weights file, and vice versa.
+    let e = check_weights(&path, recorded.as_deref(), "pt_inception.pth:95628359").unwrap_err();
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    check_weights(&path, recorded.as_deref(), "hash-weights").unwrap();
+    check_weights(&path, None, "pt_inception.pth:95628359").unwrap();
+    // Malformed files: each error names the file, and the array where there is one.
+    let rows: Vec<f64> = (0..d * d).map(|i| sigma[(i / d, i % d)]).collect();
+    let mut nan = rows.clone();
+    nan[5 * d + 7] = f64::NAN;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("not-zip.npz", b"mu sigma".to_vec(), "not an .npz archive"),
+        (
+            "no-sigma.npz",
+            npz_f64(&[("mu", &[d], &mu)], "").unwrap(),
+            "no array `sigma`",
+        ),
+        (
+            "dims-768.npz",
+            npz_f64(&[("mu", &[768], &mu[..768]), ("sigma", &[d, d], &rows)], "").unwrap(),
+            "array `mu`: shape [768], expected [2048]",
+        ),
+        (
+            "sigma-flat.npz",
+            npz_f64(&[("mu", &[d], &mu), ("sigma", &[d * d], &rows)], "").unwrap(),
+            "array `sigma`: shape [4194304], expected [2048, 2048]",
+        ),
+        (
+            "nan.npz",
+            npz_f64(&[("mu", &[d], &mu), ("sigma", &[d, d], &nan)], "").unwrap(),
+            "array `sigma` holds a non-finite value (NaN) at [5, 7]",
+        ),
+    ];
+    for (name, bytes, expect) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let e = format!("{:#}", Stats::load_npz(&p).unwrap_err());
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains(expect),
+            "{e}"
+        );
+    }
+    let e = format!(
+        "{:#}",
+        Stats::load_npz(&dir.join("absent.npz")).unwrap_err()
+    );
+    assert!(e.contains("absent.npz"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
