@@ -28,6 +28,7 @@ pub enum Command {
     Score(crate::score::ScoreArgs),
     Train(crate::train::TrainArgs),
     Soup(crate::soup::SoupArgs),
+    Export(crate::export::ExportArgs),
     Eval(crate::eval::EvalArgs),
     Fid(crate::fid::FidArgs),
     FidStats(crate::fid::FidStatsArgs),
@@ -50,6 +51,7 @@ impl Command {
             | Command::Pretrain(_) => Ok(()),
             Command::Score(a) => a.validate(),
             Command::Soup(a) => a.validate(),
+            Command::Export(a) => a.validate(),
             Command::Fid(a) => a.validate(),
             Command::FidStats(a) => a.validate(),
             Command::Bench(a) => a.validate(),
@@ -67,6 +69,7 @@ impl Command {
             }
             Command::Train(a) => crate::train::run(&a),
             Command::Soup(a) => crate::soup::run(&a),
+            Command::Export(a) => crate::export::run(&a),
             Command::Eval(a) => crate::eval::run(&a),
             Command::Fid(a) => crate::fid::run(&a),
             Command::FidStats(a) => crate::fid::run_stats(&a),

@@ -1,6 +1,7 @@
 //! The `ril` command-line tool: `ril sample` generates images with a Stable Diffusion 1.x
 //! pipeline folder (or hub id); `ril score` scores a folder of images with a reward; `ril train`
-//! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril eval` scores a model; `ril fid`
+//! fine-tunes on a sequence of rewards; `ril soup` averages runs; `ril export` writes LoRA files
+//! for other tools (kohya / A1111 keys, a merged UNet); `ril eval` scores a model; `ril fid`
 //! compares two image folders (or their statistics, which `ril fid-stats` writes); `ril bench`
 //! times the pipeline and a training step; `ril data` writes the toy world's data sets, `ril
 //! judge` trains and runs its attribute classifier and `ril pretrain` trains a pipeline from
@@ -10,6 +11,7 @@ mod bench;
 mod cli;
 mod data;
 mod eval;
+mod export;
 mod fid;
 mod judge;
 mod pretrain;

@@ -103,6 +103,18 @@ pub fn write_atomic_keeping(path: &Path, bytes: &[u8], previous: Option<&Path>) 
     Ok(())
 }
 
+/// Named tensors as a file holds them: key → (shape, f32 values).
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The value type a file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileDtype {
+    F32,
+    /// IEEE half precision (values rounded to nearest; beyond ±65504 they become infinite,
+    /// which [`safetensors_bytes_as`] refuses).
+    F16,
+}
+
 /// Serialises f32 tensors as safetensors with a deterministic header (tensors and metadata in
 /// key order; the `safetensors` crate writes metadata in hash order, so equal contents could give
 /// different bytes) and writes the file atomically.
@@ -119,6 +131,20 @@ pub fn safetensors_bytes(
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
+    safetensors_bytes_as(tensors, metadata, FileDtype::F32)
+}
+
+/// As [`safetensors_bytes`], the values stored as `dtype`. A value that does not fit `dtype`
+/// (beyond f16's ±65504) is an error naming the tensor.
+pub fn safetensors_bytes_as(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: &BTreeMap<String, String>,
+    dtype: FileDtype,
+) -> Result<Vec<u8>> {
+    let (name_of_dtype, width) = match dtype {
+        FileDtype::F32 => ("F32", 4),
+        FileDtype::F16 => ("F16", 2),
+    };
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let meta: serde_json::Map<String, Value> = metadata
@@ -135,10 +161,10 @@ pub fn safetensors_bytes(
                 values.len()
             );
         }
-        let end = offset + 4 * values.len();
+        let end = offset + width * values.len();
         header.insert(
             name.clone(),
-            json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+            json!({ "dtype": name_of_dtype, "shape": shape, "data_offsets": [offset, end] }),
         );
         offset = end;
     }
@@ -150,9 +176,24 @@ pub fn safetensors_bytes(
     let mut bytes = Vec::with_capacity(8 + text.len() + offset);
     bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&text);
-    for (_, values) in tensors.values() {
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
+    for (name, (_, values)) in tensors {
+        match dtype {
+            FileDtype::F32 => {
+                for v in values {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            FileDtype::F16 => {
+                for (i, v) in values.iter().enumerate() {
+                    let h = burn::tensor::f16::from_f32(*v);
+                    if h.is_infinite() && v.is_finite() {
+                        bail!(
+                            "tensor {name}: value {v} at flat index {i} is beyond float16's range (±65504)"
+                        );
+                    }
+                    bytes.extend_from_slice(&h.to_le_bytes());
+                }
+            }
         }
     }
     Ok(bytes)
@@ -293,11 +334,55 @@ fn metadata_config(
 
 /// A LoRA file read and checked: per layer path, `lora_A` [r, in] and `lora_B` [out, r] (f32),
 /// with the file's alpha (metadata, else the rank, as diffusers assumes without metadata).
+#[derive(Debug, Clone)]
 pub struct LoraFile {
     pub pairs: BTreeMap<String, (TensorData, TensorData)>,
     /// The largest rank.
     pub rank: usize,
     pub alpha: f64,
+    /// The layers whose pairs the file stores as 1×1 kernels (`[r, in, 1, 1]` / `[out, r, 1,
+    /// 1]`, peft's Conv2d LoRA); written back so.
+    pub conv: std::collections::BTreeSet<String>,
+}
+
+impl LoraFile {
+    /// The file's tensors in the peft layout, `PREFIX.LAYER.lora_A.weight` / `lora_B.weight`
+    /// (f32, key order; alpha is metadata), pairs of `conv` layers as 1×1 kernels.
+    pub fn tensors(&self, prefix: &str) -> NamedTensors {
+        let mut out = BTreeMap::new();
+        for (layer, (a, b)) in &self.pairs {
+            for (half, t) in [("lora_A", a), ("lora_B", b)] {
+                let mut shape = t.shape.to_vec();
+                if self.conv.contains(layer) {
+                    shape.extend([1, 1]);
+                }
+                let values = t.to_vec::<f32>().expect("read_lora holds f32");
+                out.insert(format!("{prefix}.{layer}.{half}.weight"), (shape, values));
+            }
+        }
+        out
+    }
+
+    /// Writes the file in the peft/diffusers layout (keys under `prefix`, rank and alpha in
+    /// `lora_adapter_metadata`, `extra` metadata beside it) as `dtype`, atomically.
+    pub fn write_peft(
+        &self,
+        prefix: &str,
+        path: &Path,
+        extra: &BTreeMap<String, String>,
+        dtype: FileDtype,
+    ) -> Result<()> {
+        let layers: Vec<&String> = self.pairs.keys().collect();
+        let mut metadata = extra.clone();
+        metadata.insert("format".to_string(), "pt".to_string());
+        metadata.insert(
+            "lora_adapter_metadata".to_string(),
+            adapter_metadata(prefix, self.rank, self.alpha, &layers),
+        );
+        let bytes = safetensors_bytes_as(&self.tensors(prefix), &metadata, dtype)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_atomic(path, &bytes)
+    }
 }
 
 /// Reads a peft/diffusers LoRA file. Keys may carry the `prefix.` (e.g. `unet.`) or not. Errors
@@ -315,6 +400,7 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
     let (meta_rank, meta_alpha) = metadata_config(&metadata, prefix, path)?;
     let display = path.display();
     let mut halves: BTreeMap<String, [Option<TensorData>; 2]> = BTreeMap::new();
+    let mut conv = std::collections::BTreeSet::new();
     for (key, view) in file.tensors() {
         let rest = key.strip_prefix(&format!("{prefix}.")).unwrap_or(&key);
         let (layer, which) = if let Some(l) = rest.strip_suffix(".lora_A.weight") {
@@ -330,6 +416,7 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
         // peft's Conv2d LoRA on a 1×1 convolution stores [r, in, 1, 1] / [out, r, 1, 1].
         if shape.len() == 4 && shape[2..] == [1, 1] {
             shape.truncate(2);
+            conv.insert(layer.to_string());
         }
         if shape.len() != 2 {
             bail!(
@@ -375,7 +462,12 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
         pairs.insert(layer, (a, b));
     }
     let alpha = meta_alpha.unwrap_or(rank as f64);
-    Ok(LoraFile { pairs, rank, alpha })
+    Ok(LoraFile {
+        pairs,
+        rank,
+        alpha,
+        conv,
+    })
 }
 
 /// Loads a peft/diffusers LoRA file as a new task: the whole model is frozen, and every layer

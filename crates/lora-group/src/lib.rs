@@ -1,9 +1,11 @@
 //! LoRA adapter groups for Burn models (the paper's first component): when task t arrives,
 //! every targeted layer gains a new low-rank pair, all earlier pairs and the base weights are
 //! frozen, and the layer computes `y = W x + Σ_{i≤t} s_i · B_i A_i x`. Pairs are saved and loaded
-//! as peft/diffusers LoRA files, merged into the base for inference, and averaged (model soup).
+//! as peft/diffusers LoRA files (and written in the kohya / A1111 layout), merged into the base
+//! for inference, and averaged (model soup).
 
 pub mod io;
+pub mod kohya;
 pub mod layer;
 pub mod soup;
 pub mod targets;

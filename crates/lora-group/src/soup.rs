@@ -87,11 +87,42 @@ pub fn soup_files(
 ) -> Result<crate::LoraFileInfo> {
     let coefficients: Vec<f64> = files.iter().map(|(_, c)| *c).collect();
     check_coefficients(&coefficients)?;
+    let soup = stack_files(files, prefix)?;
+    let mut metadata = BTreeMap::new();
+    metadata.insert(
+        "ril_soup".to_string(),
+        serde_json::json!(
+            files
+                .iter()
+                .map(|(p, c)| (p.display().to_string(), c))
+                .collect::<Vec<_>>()
+        )
+        .to_string(),
+    );
+    soup.write_peft(prefix, out, &metadata, crate::io::FileDtype::F32)?;
+    Ok(crate::LoraFileInfo {
+        layers: soup.pairs.len(),
+        rank: soup.rank,
+        alpha: soup.alpha,
+        task: 0,
+    })
+}
+
+/// The LoRA files `(file, c_k)` as one set of pairs whose update is exactly `Σ_k c_k Δ_k`: per
+/// layer the files' pairs side by side, each file's `c_k · alpha_k / r_k` folded into its
+/// `lora_B` columns (rank = the largest sum of ranks, zero-padded; alpha = rank, i.e. scale 1).
+/// A layer of different sizes in two files is an error naming the file and the layer.
+pub fn stack_files(
+    files: &[(std::path::PathBuf, f64)],
+    prefix: &str,
+) -> Result<crate::io::LoraFile> {
     // layer -> [(A rows [r, in], B [out, r], factor)]
     type Part = (Vec<usize>, Vec<f32>, Vec<usize>, Vec<f32>, f64);
     let mut layers: BTreeMap<String, Vec<Part>> = BTreeMap::new();
+    let mut conv = std::collections::BTreeSet::new();
     for (path, c) in files {
         let file = crate::io::read_lora(path, prefix)?;
+        conv.extend(file.conv.iter().cloned());
         for (layer, (a, b)) in file.pairs {
             let r = a.shape[0];
             let factor = c * file.alpha / r as f64;
@@ -119,13 +150,13 @@ pub fn soup_files(
         .map(|p| p.iter().map(|(sa, ..)| sa[0]).sum::<usize>())
         .max()
         .unwrap_or(0);
-    let mut tensors = BTreeMap::new();
-    for (layer, parts) in &layers {
+    let mut pairs = BTreeMap::new();
+    for (layer, parts) in layers {
         let (d_in, d_out) = (parts[0].0[1], parts[0].2[0]);
         let mut a = vec![0f32; rank * d_in];
         let mut b = vec![0f32; d_out * rank];
         let mut row = 0;
-        for (sa, va, _, vb, factor) in parts {
+        for (sa, va, _, vb, factor) in &parts {
             let r = sa[0];
             a[row * d_in..(row + r) * d_in].copy_from_slice(va);
             for o in 0..d_out {
@@ -135,35 +166,18 @@ pub fn soup_files(
             }
             row += r;
         }
-        tensors.insert(
-            format!("{prefix}.{layer}.lora_A.weight"),
-            (vec![rank, d_in], a),
-        );
-        tensors.insert(
-            format!("{prefix}.{layer}.lora_B.weight"),
-            (vec![d_out, rank], b),
+        pairs.insert(
+            layer,
+            (
+                TensorData::new(a, [rank, d_in]),
+                TensorData::new(b, [d_out, rank]),
+            ),
         );
     }
-    let layer_names: Vec<&String> = layers.keys().collect();
-    let config = crate::io::adapter_metadata(prefix, rank, rank as f64, &layer_names);
-    let mut metadata = BTreeMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
-    metadata.insert("lora_adapter_metadata".to_string(), config);
-    metadata.insert(
-        "ril_soup".to_string(),
-        serde_json::json!(
-            files
-                .iter()
-                .map(|(p, c)| (p.display().to_string(), c))
-                .collect::<Vec<_>>()
-        )
-        .to_string(),
-    );
-    crate::io::write_safetensors(out, &tensors, &metadata)?;
-    Ok(crate::LoraFileInfo {
-        layers: layers.len(),
+    Ok(crate::io::LoraFile {
+        pairs,
         rank,
         alpha: rank as f64,
-        task: 0,
+        conv,
     })
 }
