@@ -130,6 +130,14 @@ pub struct UNetPhase {
     /// epsilon loss is weighted by min(SNR(t), γ) / SNR(t), so that the many low-noise steps,
     /// which are easy and say little about the caption, weigh less. Plain mean when absent.
     pub snr_gamma: Option<f64>,
+    /// Offset noise (Guttenberg 2023; diffusers' `--noise_offset`): each sample's noise gets
+    /// `noise_offset · N(0, 1)` added per latent channel, constant over the image, so that the
+    /// mean of a noised latent no longer tells the UNet the image's mean colour. SD 1.5's
+    /// schedule leaves sqrt(alpha_bar) ≈ 0.07 of the latent in at t = 999: without the offset
+    /// the UNet learns to read the background from that remnant instead of from the caption,
+    /// and sampling, which starts from pure noise, then ignores the caption's colours. None
+    /// (no offset) when absent.
+    pub noise_offset: Option<f64>,
 }
 
 impl PretrainConfig {
@@ -224,6 +232,11 @@ impl PretrainConfig {
             && !(g.is_finite() && g > 0.0)
         {
             bail!("unet.snr_gamma must be a positive number, got {g}");
+        }
+        if let Some(o) = self.unet.noise_offset
+            && !(o.is_finite() && (0.0..=1.0).contains(&o))
+        {
+            bail!("unet.noise_offset must be within [0, 1], got {o}");
         }
         if !(self.vae.logvar_bias.is_finite() && (-30.0..=20.0).contains(&self.vae.logvar_bias)) {
             bail!(

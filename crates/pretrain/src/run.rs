@@ -322,7 +322,8 @@ pub fn run<AB: AutodiffBackend>(
             .collect();
         let a: Vec<f32> = steps.iter().map(|&t| alphas[t].sqrt()).collect();
         let s: Vec<f32> = steps.iter().map(|&t| (1.0 - alphas[t]).sqrt()).collect();
-        let noise = rng.tensor::<AB::InnerBackend, 4>(shape, &inner_device);
+        let noise =
+            training_noise::<AB::InnerBackend>(&mut rng, shape, phase.noise_offset, &inner_device);
         let col = |v: Vec<f32>| {
             Tensor::<AB::InnerBackend, 4>::from_data(
                 TensorData::new(v, [b, 1, 1, 1]),
@@ -434,6 +435,26 @@ fn with_logvar_bias<B: Backend>(
     let t = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device).require_grad();
     conv.bias = Some(burn::module::Param::initialized(bias.id, t));
     Ok(vae)
+}
+
+/// The epsilon a UNet step noises its latents with: `N(0, 1)` of `shape`, plus, with an
+/// offset, `offset · N(0, 1)` per (sample, channel), constant over the image (diffusers'
+/// `noise += noise_offset * randn(b, c, 1, 1)`). The offset is drawn after the noise, so a run
+/// without one draws exactly what it did before the option existed.
+pub fn training_noise<B: Backend>(
+    rng: &mut NoiseRng,
+    shape: [usize; 4],
+    offset: Option<f64>,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let noise = rng.tensor::<B, 4>(shape, device);
+    match offset {
+        None => noise,
+        Some(o) => {
+            let shift = rng.tensor::<B, 4>([shape[0], shape[1], 1, 1], device) * o;
+            noise + shift
+        }
+    }
 }
 
 /// The learning rate of the step after `done` steps: linear warm-up over `warmup` steps

@@ -300,6 +300,44 @@ fn min_snr_weighting_is_the_plain_mean_when_gamma_exceeds_every_snr() {
     );
 }
 
+/// Offset noise shifts each (sample, channel) of the noise by one `offset · N(0, 1)` draw: over
+/// 64 x 4 = 256 such means of 16 x 16 = 256 values, plain noise has means of standard deviation
+/// 1/16 and noise with offset 1 has sqrt(1 + 1/256) ≈ 1.002. The sample standard deviation of
+/// 256 normal means is within 15 % of the truth with probability far above 1 - 1e-6 (its
+/// relative error has standard deviation 1/sqrt(512) ≈ 4.4 %), and the pure noise term (the
+/// first draw) is the same with and without the offset.
+#[test]
+fn noise_offset_shifts_each_channel_by_one_draw() {
+    let device = Default::default();
+    let shape = [64, 4, 16, 16];
+    let channel_means = |offset: Option<f64>| -> Vec<f64> {
+        let mut rng = NoiseRng::new(7);
+        let t = pretrain::run::training_noise::<Cpu>(&mut rng, shape, offset, &device);
+        let v: Vec<f32> = t.into_data().to_vec().unwrap();
+        v.chunks(256)
+            .map(|c| c.iter().map(|&x| f64::from(x)).sum::<f64>() / 256.0)
+            .collect()
+    };
+    let std = |m: &[f64]| {
+        let mean = m.iter().sum::<f64>() / m.len() as f64;
+        (m.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (m.len() - 1) as f64).sqrt()
+    };
+    let plain = channel_means(None);
+    let offset = channel_means(Some(1.0));
+    let zero = channel_means(Some(0.0));
+    assert!(
+        (std(&plain) / (1.0 / 16.0) - 1.0).abs() < 0.15,
+        "{}",
+        std(&plain)
+    );
+    assert!(
+        (std(&offset) / 1.002 - 1.0).abs() < 0.15,
+        "{}",
+        std(&offset)
+    );
+    assert_eq!(plain, zero, "an offset of 0 must leave the noise as it was");
+}
+
 #[test]
 fn bad_inputs_are_refused_before_any_work() {
     let dir = ril_testkit::scratch("pretrain-bad");
@@ -328,6 +366,8 @@ fn bad_inputs_are_refused_before_any_work() {
     assert!(e.contains("unet.lr"), "{e}");
     let e = err(&|t| *t = t.replace("lr = 3e-3", "lr = 3e-3\nsnr_gamma = 0.0"));
     assert!(e.contains("unet.snr_gamma"), "{e}");
+    let e = err(&|t| *t = t.replace("lr = 3e-3", "lr = 3e-3\nnoise_offset = -0.1"));
+    assert!(e.contains("unet.noise_offset"), "{e}");
     let e = err(&|t| *t = t.replace("logvar_bias = -4.0", "logvar_bias = -40.0"));
     assert!(
         e.contains("vae.logvar_bias") && e.contains("[-30, 20]"),
