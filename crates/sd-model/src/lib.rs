@@ -13,6 +13,7 @@ pub mod hub;
 pub mod load;
 pub mod nn;
 pub mod noise;
+pub mod pickle;
 pub mod pipeline;
 pub mod sampler;
 pub mod save;

@@ -449,28 +449,14 @@ impl Weights {
         if !path.is_file() {
             bail!("weights file {} does not exist", path.display());
         }
-        let reader = match top_level_key {
-            Some(key) => burn_store::pytorch::PytorchReader::with_top_level_key(path, key),
-            None => burn_store::pytorch::PytorchReader::new(path),
-        }
-        .map_err(|e| anyhow::anyhow!("cannot read PyTorch file {}: {e}", path.display()))?;
-        let entries = reader
-            .into_tensors()
+        let entries = crate::pickle::read(path, top_level_key)?
             .into_iter()
-            .map(|(name, snap)| {
-                let shape = snap.shape.to_vec();
-                let dtype = snap.dtype;
-                let inner = snap.clone_data_fn();
-                let data: DataFn = Rc::new(move || {
-                    inner()
-                        .map(|d| d.convert_dtype(DType::F32))
-                        .map_err(|e| format!("{e:?}"))
-                });
+            .map(|(name, t)| {
                 let entry = WeightEntry {
-                    shape,
-                    dtype: format!("{dtype:?}"),
-                    float: dtype.is_float(),
-                    data,
+                    shape: t.shape.clone(),
+                    dtype: t.dtype.name().to_string(),
+                    float: t.dtype.is_float(),
+                    data: Rc::new(move || t.data().map_err(|e| format!("{e:#}"))),
                 };
                 (name, entry)
             })
