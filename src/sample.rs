@@ -1,13 +1,12 @@
 //! `ril sample`: generates images with a Stable Diffusion 1.x pipeline folder (or hub id), from a
 //! seed or a latents file, optionally with LoRA files stacked on the UNet.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::ArgGroup;
 use sd_model::backend::BackendKind;
-use sd_model::load::SafetensorsFile;
 use sd_model::pipeline::{
     InitLatents, LatentSpace, SampleRequest, StableDiffusion, save_png, to_rgb8,
 };
@@ -84,32 +83,13 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     ril::on_backend!(a.backend, inner, |B, device| sample::<B>(a, &device))
 }
 
-/// Reads a latents file: a safetensors tensor `latents` [B, 4, H/8, W/8].
-pub fn read_latents<B: Backend>(
-    path: &Path,
-    expected: [usize; 4],
-    device: &B::Device,
-) -> Result<Tensor<B, 4>> {
-    let file = SafetensorsFile::open(path)?;
-    let shape = file
-        .shape("latents")
-        .with_context(|| format!("{}: no tensor named `latents`", path.display()))?;
-    if shape != expected {
-        bail!(
-            "{}: tensor `latents` has shape {shape:?}, expected {expected:?} (prompts, the UNet's latent channels, height and width over the VAE's factor)",
-            path.display()
-        );
-    }
-    Ok(file.tensor::<B, 4>("latents", device)?)
-}
-
 fn sample<B: Backend>(a: &SampleArgs, device: &B::Device) -> Result<()> {
     let dir = sd_model::hub::resolve_model(&a.model)?;
     let space = LatentSpace::of_folder(&dir)?;
     let latents = match (&a.latents, a.seed) {
         (Some(path), _) => {
             let shape = space.shape(a.prompts.len(), a.height, a.width);
-            InitLatents::Given(read_latents::<B>(path, shape, device)?)
+            InitLatents::Given(sd_model::pipeline::read_latents::<B>(path, shape, device)?)
         }
         (None, seed) => InitLatents::Seed(seed.unwrap_or(0)),
     };

@@ -166,9 +166,11 @@ impl Stats {
     /// Loads statistics saved by [`Stats::save`] (or numpy-style f64 `mu` / `sigma`).
     pub fn load(path: &Path) -> Result<(Self, BTreeMap<String, String>)> {
         let file = sd_model::load::SafetensorsFile::open(path)?;
-        let d = file
-            .shape("mu")
-            .with_context(|| format!("{}: no `mu`", path.display()))?[0];
+        let d = match file.shape("mu") {
+            Some(&[d]) => d,
+            Some(shape) => bail!("{}: `mu` has shape {shape:?}, not [d]", path.display()),
+            None => bail!("{}: no `mu`", path.display()),
+        };
         let raw = std::fs::read(path)?;
         let st = safetensors::SafeTensors::deserialize(&raw)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

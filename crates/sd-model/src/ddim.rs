@@ -44,6 +44,9 @@ impl Default for DdimConfig {
     }
 }
 
+/// The most training timesteps a scheduler config may name.
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 impl DdimConfig {
     /// SD 1.5's `scheduler/scheduler_config.json` (runwayml/stable-diffusion-v1-5) as used with
     /// DDIMScheduler.
@@ -93,8 +96,33 @@ impl DdimConfig {
         if self.clip_sample || self.thresholding || self.rescale_betas_zero_snr {
             bail!("clip_sample, thresholding and rescale_betas_zero_snr must be false");
         }
-        if self.num_train_timesteps < 2 {
-            bail!("num_train_timesteps must be at least 2");
+        // diffusers' schedulers use 1000; the bound keeps a mistyped value from allocating
+        // gigabytes of betas.
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&self.num_train_timesteps) {
+            bail!(
+                "num_train_timesteps = {} is out of range: it must be between 2 and {MAX_TRAIN_TIMESTEPS}",
+                self.num_train_timesteps
+            );
+        }
+        if self.beta_schedule != "squaredcos_cap_v2"
+            && !(self.beta_start.is_finite()
+                && self.beta_end.is_finite()
+                && 0.0 < self.beta_start
+                && self.beta_start <= self.beta_end
+                && self.beta_end < 1.0)
+        {
+            bail!(
+                "beta_start = {} and beta_end = {} must satisfy 0 < beta_start <= beta_end < 1",
+                self.beta_start,
+                self.beta_end
+            );
+        }
+        if self.steps_offset >= self.num_train_timesteps {
+            bail!(
+                "steps_offset = {} must be below num_train_timesteps = {}",
+                self.steps_offset,
+                self.num_train_timesteps
+            );
         }
         Ok(())
     }

@@ -418,3 +418,22 @@ pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
         .with_context(|| format!("cannot encode {}", path.display()))?;
     lora_group::io::write_atomic(path, &png)
 }
+
+/// Reads a latents file: a safetensors tensor `latents` [B, 4, H/8, W/8].
+pub fn read_latents<B: Backend>(
+    path: &Path,
+    expected: [usize; 4],
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
+    let file = SafetensorsFile::open(path)?;
+    let shape = file
+        .shape("latents")
+        .with_context(|| format!("{}: no tensor named `latents`", path.display()))?;
+    if shape != expected {
+        bail!(
+            "{}: tensor `latents` has shape {shape:?}, expected {expected:?} (prompts, the UNet's latent channels, height and width over the VAE's factor)",
+            path.display()
+        );
+    }
+    Ok(file.tensor::<B, 4>("latents", device)?)
+}
