@@ -331,6 +331,9 @@ fn png(img: image::DynamicImage) -> Vec<u8> {
     out.into_inner()
 }
 
+/// Reads the file at the path as the loader under test does.
+type Loader = dyn Fn(&Path) -> Result<()>;
+
 /// One loader under fuzzing.
 struct Target {
     name: &'static str,
@@ -344,7 +347,7 @@ struct Target {
     heavy: bool,
     /// Files the loader reads beside `file` (written once).
     beside: Vec<(&'static str, Vec<u8>)>,
-    run: Box<dyn Fn(&Path) -> Result<()>>,
+    run: Box<Loader>,
 }
 
 fn target(

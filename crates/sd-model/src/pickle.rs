@@ -570,7 +570,7 @@ impl<'a> Machine<'a> {
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         bail!("odd number of items for a dict at byte {at}");
     }
     let mut it = items.into_iter();
