@@ -518,6 +518,12 @@ pub fn preflight(
         None => DdimConfig::sd15(),
     };
     DdimScheduler::new(scheduler.clone(), 1)?;
+    if scheduler.prediction_type != "epsilon" {
+        bail!(
+            "unet.scheduler: prediction_type {:?}; ril pretrain trains the epsilon objective only",
+            scheduler.prediction_type
+        );
+    }
     Ok(Prepared {
         models,
         captions,

@@ -376,8 +376,28 @@ fn bad_inputs_are_refused_before_any_work() {
     let e = err(&|t| t.push_str("typo = 1\n"));
     assert!(e.contains("typo"), "{e}");
 
-    let config = PretrainConfig::from_file(&tiny_config(&dir, &|_| {})).unwrap();
     let device = Default::default();
+    // A v-prediction scheduler: the run trains epsilon only, so it is refused before any work
+    // (no run folder appears).
+    let sched = dir.join("v_scheduler.json");
+    std::fs::write(&sched, r#"{"prediction_type": "v_prediction"}"#).unwrap();
+    let sched_line = format!("lr = 3e-3\nscheduler = {:?}", sched.to_str().unwrap());
+    let v = PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+        *t = t.replace("lr = 3e-3", &sched_line)
+    }))
+    .unwrap();
+    let out = dir.join("v-run");
+    let e = format!(
+        "{:#}",
+        pretrain::run::<CpuAutodiff>(&v, &Squares, &out, &quiet(false, None), &device).unwrap_err()
+    );
+    assert!(
+        e.contains("prediction_type") && e.contains("epsilon"),
+        "{e}"
+    );
+    assert!(!out.exists(), "a refused run left {}", out.display());
+
+    let config = PretrainConfig::from_file(&tiny_config(&dir, &|_| {})).unwrap();
     // A non-empty run folder without --resume, and --resume without a checkpoint.
     let used = dir.join("used");
     std::fs::create_dir_all(&used).unwrap();

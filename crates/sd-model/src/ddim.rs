@@ -34,7 +34,8 @@ pub struct DdimConfig {
     pub clip_sample: bool,
     /// Must be false.
     pub thresholding: bool,
-    /// Must be false.
+    /// Rescale the betas to zero terminal SNR (Lin et al. 2024, diffusers'
+    /// `rescale_zero_terminal_snr`); needs v-prediction.
     pub rescale_betas_zero_snr: bool,
 }
 
@@ -93,8 +94,16 @@ impl DdimConfig {
         if !matches!(self.prediction_type.as_str(), "epsilon" | "v_prediction") {
             bail!("unsupported prediction_type `{}`", self.prediction_type);
         }
-        if self.clip_sample || self.thresholding || self.rescale_betas_zero_snr {
-            bail!("clip_sample, thresholding and rescale_betas_zero_snr must be false");
+        if self.clip_sample || self.thresholding {
+            bail!("clip_sample and thresholding must be false");
+        }
+        // With zero terminal SNR alpha_bar is 0 at the last step, where an epsilon model's x0
+        // divides by sqrt(alpha_bar) (diffusers' docs pair it with v-prediction).
+        if self.rescale_betas_zero_snr && self.prediction_type != "v_prediction" {
+            bail!(
+                "rescale_betas_zero_snr needs prediction_type \"v_prediction\" (got {:?}): an epsilon model cannot predict x0 at zero SNR",
+                self.prediction_type
+            );
         }
         // diffusers' schedulers use 1000; the bound keeps a mistyped value from allocating
         // gigabytes of betas.
@@ -141,6 +150,38 @@ fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
             }
         })
         .collect()
+}
+
+/// alpha_bar = cumprod(1 - betas): torch.cumprod on CPU accumulates f32 inputs in f64 and
+/// rounds each output to f32.
+fn cumprod_alphas(betas: &[f32]) -> Vec<f32> {
+    let mut acc = 1.0f64;
+    betas
+        .iter()
+        .map(|b| {
+            acc *= (1.0f32 - b) as f64;
+            acc as f32
+        })
+        .collect()
+}
+
+/// diffusers' `rescale_zero_terminal_snr` in its f32 tensor arithmetic: sqrt(alpha_bar) shifted
+/// so that its last value is 0 and scaled so that its first is unchanged, then turned back
+/// into betas (the last is 1).
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let mut s: Vec<f32> = cumprod_alphas(betas).iter().map(|a| a.sqrt()).collect();
+    let (a0, at) = (s[0], s[s.len() - 1]);
+    let scale = a0 / (a0 - at);
+    for v in &mut s {
+        *v = (*v - at) * scale;
+    }
+    let bar: Vec<f32> = s.iter().map(|v| v * v).collect();
+    let mut out = Vec::with_capacity(bar.len());
+    out.push(1.0 - bar[0]);
+    for i in 1..bar.len() {
+        out.push(1.0 - bar[i] / bar[i - 1]);
+    }
+    out
 }
 
 /// The coefficients of one DDIM update `x_{t-1} = c_x0 · x0 + c_eps · eps + std · noise`.
@@ -201,13 +242,12 @@ impl DdimScheduler {
                     .collect()
             }
         };
-        let mut alphas_cumprod = Vec::with_capacity(n);
-        // torch.cumprod on CPU accumulates f32 inputs in f64 and rounds each output to f32.
-        let mut acc = 1.0f64;
-        for b in &betas {
-            acc *= (1.0f32 - b) as f64;
-            alphas_cumprod.push(acc as f32);
-        }
+        let betas = if config.rescale_betas_zero_snr {
+            rescale_zero_terminal_snr(&betas)
+        } else {
+            betas
+        };
+        let alphas_cumprod = cumprod_alphas(&betas);
         let final_alpha_cumprod = if config.set_alpha_to_one {
             1.0
         } else {

@@ -225,6 +225,72 @@ fn ddim_trajectories_match_diffusers_for_every_eta() {
     check_trajectory("v-prediction", &trajectory(v, 0.0, false).0, "traj_v_eta0");
 }
 
+/// Zero terminal SNR (`rescale_betas_zero_snr`, v-prediction, trailing spacing) against
+/// diffusers (tools/parity/make_zero_snr_fixture.py): the rescaled alpha_bar ends at exactly 0,
+/// the timesteps start at 999, and two DDIM steps, the first at alpha_bar = 0, give diffusers'
+/// samples. alpha_bar's tolerance: the rescale turns alpha_bar back into betas through
+/// `1 - ratio` and `1 - beta` in f32, which amplifies the ulp-level linspace difference noted
+/// above: changing each beta by at most one ulp moved diffusers' own rescaled alpha_bar by up to
+/// 3.6e-5 relative (measured with torch 2.11 on 5 random perturbations), so 1e-4 relative
+/// (plus 1e-10 absolute for the values near 0) is the bound.
+#[test]
+fn zero_terminal_snr_matches_diffusers() {
+    let r = reference("ddim_zero_snr");
+    let config = DdimConfig {
+        prediction_type: "v_prediction".into(),
+        rescale_betas_zero_snr: true,
+        timestep_spacing: "trailing".into(),
+        ..DdimConfig::sd15()
+    };
+    let s = DdimScheduler::new(config.clone(), 20).unwrap();
+    let expected = r.read_f32("alphas_cumprod").unwrap();
+    let mut worst = 0f32;
+    for (i, (a, e)) in s.alphas_cumprod.iter().zip(&expected).enumerate() {
+        let d = (a - e).abs();
+        assert!(
+            d <= 1e-4 * e.abs() + 1e-10,
+            "alphas_cumprod[{i}]: {a} vs {e}"
+        );
+        worst = worst.max(d / e.abs().max(1e-30));
+    }
+    eprintln!("zero-SNR alphas_cumprod: worst relative difference {worst:e}");
+    assert_eq!(*s.alphas_cumprod.last().unwrap(), 0.0);
+    let ts: Vec<usize> = r
+        .read_i64("timesteps")
+        .unwrap()
+        .iter()
+        .map(|&t| t as usize)
+        .collect();
+    assert_eq!(s.timesteps, ts);
+    assert_eq!(s.timesteps[0], 999);
+    let device = Default::default();
+    let mut x = r.tensor::<B, 4>("sample", &device).unwrap();
+    for i in 0..2 {
+        let v = r
+            .tensor::<B, 4>(&format!("model_output_{i}"), &device)
+            .unwrap();
+        let (prev, _) = s.step(v, s.timesteps[i], x, 0.0, None);
+        assert_close(
+            &format!("zero-SNR step {i}"),
+            &values(prev.clone()),
+            &r.read_f32(&format!("prev_sample_{i}")).unwrap(),
+            1e-4,
+            1e-5,
+        );
+        x = prev;
+    }
+    // An epsilon model cannot be sampled at zero SNR: refused by name.
+    let eps = DdimConfig {
+        prediction_type: "epsilon".into(),
+        ..config
+    };
+    let e = DdimScheduler::new(eps, 20).unwrap_err().to_string();
+    assert!(
+        e.contains("rescale_betas_zero_snr") && e.contains("v_prediction"),
+        "{e}"
+    );
+}
+
 #[test]
 fn pipeline_with_guidance_matches_diffusers() {
     let r = reference("pipeline");
