@@ -81,6 +81,7 @@ pub fn run<AB: AutodiffBackend>(
     } = preflight(config, source, out, options.resume)?;
     let checkpoint_path = out.join("checkpoint.safetensors");
     let schedule = DdimScheduler::new(scheduler.clone(), 1)?;
+    let v_prediction = scheduler.prediction_type == "v_prediction";
 
     // The tokenizer goes into the run folder first (it decides the text encoder's size).
     let staging = out.join(".staging");
@@ -330,14 +331,21 @@ pub fn run<AB: AutodiffBackend>(
                 &inner_device,
             )
         };
-        let xt = z0 * col(a) + noise.clone() * col(s);
+        let xt = z0.clone() * col(a.clone()) + noise.clone() * col(s.clone());
+        // The UNet's target: epsilon, or v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) z0
+        // (Salimans & Ho 2022; diffusers' `get_velocity`).
+        let target = if v_prediction {
+            noise * col(a) - z0 * col(s)
+        } else {
+            noise
+        };
         let t = Tensor::<AB, 1>::from_data(
             TensorData::new(steps.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]),
             device,
         );
         let ctx = encode_prompts(&tokenizer, &text, &captions, device)?;
         let pred = unet.forward(Tensor::from_inner(xt), t, ctx);
-        let sq = (pred - Tensor::from_inner(noise)).powf_scalar(2.0);
+        let sq = (pred - Tensor::from_inner(target)).powf_scalar(2.0);
         let loss = match phase.snr_gamma {
             None => sq.mean(),
             Some(gamma) => {
@@ -345,7 +353,9 @@ pub fn run<AB: AutodiffBackend>(
                     .iter()
                     .map(|&t| {
                         let snr = f64::from(alphas[t]) / (1.0 - f64::from(alphas[t]));
-                        (snr.min(gamma) / snr) as f32
+                        // diffusers' train_text_to_image: / (SNR + 1) for v-prediction.
+                        let denominator = if v_prediction { snr + 1.0 } else { snr };
+                        (snr.min(gamma) / denominator) as f32
                     })
                     .collect();
                 let w = Tensor::<AB, 1>::from_data(TensorData::new(w, [b]), device);
@@ -518,12 +528,6 @@ pub fn preflight(
         None => DdimConfig::sd15(),
     };
     DdimScheduler::new(scheduler.clone(), 1)?;
-    if scheduler.prediction_type != "epsilon" {
-        bail!(
-            "unet.scheduler: prediction_type {:?}; ril pretrain trains the epsilon objective only",
-            scheduler.prediction_type
-        );
-    }
     Ok(Prepared {
         models,
         captions,
