@@ -59,8 +59,10 @@ fn both_formats_give_torchs_values_and_views_follow_their_strides() {
     }
 }
 
-fn scratch_copy(name: &str, edit: impl Fn(&mut Vec<u8>)) -> PathBuf {
-    let dir = ril_testkit::scratch("pickle");
+/// A copy of fixture `name` edited by `edit`, in a scratch folder of its own (`tag`: tests run
+/// in parallel and each scratch folder starts empty).
+fn scratch_copy(tag: &str, name: &str, edit: impl Fn(&mut Vec<u8>)) -> PathBuf {
+    let dir = ril_testkit::scratch(&format!("pickle-{tag}"));
     let mut bytes = std::fs::read(fixture(name)).unwrap();
     edit(&mut bytes);
     let path = dir.join(name);
@@ -78,7 +80,7 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
 #[test]
 fn a_corrupt_or_short_storage_is_an_error_not_zeros() {
     let first = BASE[0].to_le_bytes();
-    let path = scratch_copy("tiny_zip.pt", |b| {
+    let path = scratch_copy("crc", "tiny_zip.pt", |b| {
         let at = find(b, &first);
         b[at] ^= 1;
     });
@@ -87,7 +89,7 @@ fn a_corrupt_or_short_storage_is_an_error_not_zeros() {
     assert!(e.contains("tiny_zip.pt"), "{e}");
 
     // The legacy file cut inside its last storage.
-    let path = scratch_copy("tiny_legacy.pt", |b| b.truncate(b.len() - 3));
+    let path = scratch_copy("short", "tiny_legacy.pt", |b| b.truncate(b.len() - 3));
     let e = format!("{:#}", Weights::open(&path, None).err().unwrap());
     assert!(
         e.contains("tiny_legacy.pt") && e.contains("more than the file has left"),
@@ -116,7 +118,7 @@ fn other_objects_and_lengths_beyond_the_file_are_refused_by_name() {
     );
 
     // BINUNICODE 'X' with a length of 0xffffffff in the legacy file's first pickle string.
-    let path = scratch_copy("tiny_legacy.pt", |b| {
+    let path = scratch_copy("length", "tiny_legacy.pt", |b| {
         let at = find(b, b"X") + 1;
         b[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     });
