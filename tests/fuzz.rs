@@ -561,6 +561,29 @@ fn targets() -> Vec<Target> {
         "tokenizer_config",
         "tokenizer_config.json",
     ));
+    {
+        // tokenizer.json (Hugging Face tokenizers), written from the tiny tokenizer; it takes
+        // the place of vocab.json and merges.txt, so only the config files sit beside it.
+        let tok =
+            sd_model::ClipTokenizer::from_dir(&root().join(tiny("tiny-sd/tokenizer"))).unwrap();
+        let json = tok.to_json().unwrap().into_bytes();
+        let mut t = target(
+            "tokenizer_json",
+            "tokenizer.json",
+            vec![json],
+            true,
+            |path| {
+                let tok = sd_model::ClipTokenizer::from_dir(path.parent().unwrap())?;
+                tok.encode("a photo of a red circle on the left")?;
+                Ok(())
+            },
+        );
+        t.beside = tokenizer_files()
+            .into_iter()
+            .filter(|(f, _)| f.ends_with("config.json") || f.starts_with("special"))
+            .collect();
+        v.push(t);
+    }
 
     // Prompts files, checked against the tokenizer.
     {

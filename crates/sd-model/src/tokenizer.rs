@@ -97,6 +97,14 @@ impl ClipTokenizer {
         })
     }
 
+    /// The tokenizer as Hugging Face `tokenizers`' `tokenizer.json` (which [`Self::from_dir`]
+    /// reads in place of vocab.json and merges.txt).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| anyhow::anyhow!("cannot serialise the tokenizer: {e}"))
+    }
+
     /// The same tokenizer padding with `pad_id` (open_clip pads with 0).
     pub fn with_pad_id(mut self, pad_id: u32) -> Self {
         self.pad_id = pad_id;

@@ -84,3 +84,23 @@ fn missing_tokenizer_files_name_the_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `to_json` writes a tokenizer.json that `from_dir` reads back (in place of vocab.json and
+/// merges.txt) to the same ids, checked on the real vocabulary and all 800 HPD prompts.
+#[test]
+fn tokenizer_json_round_trips_to_the_same_ids() {
+    let tok = ClipTokenizer::from_dir(&data("clip-tokenizer")).unwrap();
+    let dir = common::scratch("tokenizer-json");
+    std::fs::write(dir.join("tokenizer.json"), tok.to_json().unwrap()).unwrap();
+    for f in ["tokenizer_config.json", "special_tokens_map.json"] {
+        std::fs::copy(data(&format!("clip-tokenizer/{f}")), dir.join(f)).unwrap();
+    }
+    let back = ClipTokenizer::from_dir(&dir).unwrap();
+    assert_eq!(
+        (back.bos_id, back.eos_id, back.pad_id, back.max_length),
+        (tok.bos_id, tok.eos_id, tok.pad_id, tok.max_length)
+    );
+    for p in prompts() {
+        assert_eq!(back.encode(&p).unwrap(), tok.encode(&p).unwrap(), "{p:?}");
+    }
+}
