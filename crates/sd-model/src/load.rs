@@ -454,7 +454,7 @@ impl Weights {
             .map(|(name, t)| {
                 let entry = WeightEntry {
                     shape: t.shape.clone(),
-                    dtype: t.dtype.name().to_string(),
+                    dtype: format!("{:?}", t.dtype),
                     float: t.dtype.is_float(),
                     data: Rc::new(move || t.data().map_err(|e| format!("{e:#}"))),
                 };

@@ -9,13 +9,15 @@ use std::rc::Rc;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::StorageDtype;
+use burn::tensor::DType;
+
+use super::storage_dtype;
 
 /// A storage named by a persistent id.
 #[derive(Debug)]
 pub(super) struct Storage {
     pub(super) key: String,
-    pub(super) dtype: StorageDtype,
+    pub(super) dtype: DType,
     pub(super) numel: u64,
 }
 
@@ -76,7 +78,7 @@ fn allowed(module: &str, name: &str) -> bool {
                 | "_rebuild_parameter"
                 | "_rebuild_parameter_with_state"
         ),
-        "torch" => StorageDtype::from_class(name).is_some(),
+        "torch" => storage_dtype(name).is_some(),
         _ => false,
     }
 }
@@ -420,7 +422,7 @@ impl<'a> Machine<'a> {
             bail!("a persistent id is not ('storage', type, key, location, size)");
         }
         let dtype = match &t[1] {
-            Value::Global(g) => StorageDtype::from_class(&g.1),
+            Value::Global(g) => storage_dtype(&g.1),
             _ => None,
         }
         .ok_or_else(|| {

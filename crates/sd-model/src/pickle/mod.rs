@@ -14,112 +14,28 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use burn::tensor::TensorData;
+use burn::tensor::{BoolStore, DType, TensorData};
 
 mod machine;
 
 use machine::{Storage, TensorRef, Value, run_pickle};
 
-/// The element type of a storage (`torch.FloatStorage`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageDtype {
-    F64,
-    F32,
-    F16,
-    BF16,
-    I64,
-    I32,
-    I16,
-    I8,
-    U8,
-    Bool,
-}
-
-impl StorageDtype {
-    pub(crate) fn from_class(name: &str) -> Option<Self> {
-        Some(match name {
-            "DoubleStorage" => Self::F64,
-            "FloatStorage" => Self::F32,
-            "HalfStorage" => Self::F16,
-            "BFloat16Storage" => Self::BF16,
-            "LongStorage" => Self::I64,
-            "IntStorage" => Self::I32,
-            "ShortStorage" => Self::I16,
-            "CharStorage" => Self::I8,
-            "ByteStorage" => Self::U8,
-            "BoolStorage" => Self::Bool,
-            _ => return None,
-        })
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::F64 | Self::I64 => 8,
-            Self::F32 | Self::I32 => 4,
-            Self::F16 | Self::BF16 | Self::I16 => 2,
-            Self::I8 | Self::U8 | Self::Bool => 1,
-        }
-    }
-
-    pub fn is_float(self) -> bool {
-        matches!(self, Self::F64 | Self::F32 | Self::F16 | Self::BF16)
-    }
-
-    /// Burn's name of the type (`F32`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F64 => "F64",
-            Self::F32 => "F32",
-            Self::F16 => "F16",
-            Self::BF16 => "BF16",
-            Self::I64 => "I64",
-            Self::I32 => "I32",
-            Self::I16 => "I16",
-            Self::I8 => "I8",
-            Self::U8 => "U8",
-            Self::Bool => "Bool",
-        }
-    }
-
-    /// Element `i` of little-endian `bytes` as f32.
-    fn get(self, bytes: &[u8], i: usize) -> f32 {
-        let s = self.size();
-        let b = &bytes[i * s..(i + 1) * s];
-        match self {
-            Self::F64 => f64::from_le_bytes(b.try_into().unwrap()) as f32,
-            Self::F32 => f32::from_le_bytes(b.try_into().unwrap()),
-            Self::F16 => f16_to_f32(u16::from_le_bytes(b.try_into().unwrap())),
-            Self::BF16 => {
-                f32::from_bits(u32::from(u16::from_le_bytes(b.try_into().unwrap())) << 16)
-            }
-            Self::I64 => i64::from_le_bytes(b.try_into().unwrap()) as f32,
-            Self::I32 => i32::from_le_bytes(b.try_into().unwrap()) as f32,
-            Self::I16 => f32::from(i16::from_le_bytes(b.try_into().unwrap())),
-            Self::I8 => f32::from(b[0] as i8),
-            Self::U8 => f32::from(b[0]),
-            Self::Bool => f32::from(u8::from(b[0] != 0)),
-        }
-    }
-}
-
-/// IEEE binary16 to binary32 (exact: every half is a float).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exp = u32::from((h >> 10) & 0x1f);
-    let frac = u32::from(h & 0x3ff);
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // Subnormal: value = f · 2^-24.
-            let v = f as f32 * f32::powi(2.0, -24);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, f) => sign | 0x7fc0_0000 | (f << 13),
-        (e, f) => sign | ((e + 112) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
+/// The element type of a storage class (`torch.FloatStorage`, ...); torch's bools are bytes
+/// of 0 or 1.
+pub(crate) fn storage_dtype(class: &str) -> Option<DType> {
+    Some(match class {
+        "DoubleStorage" => DType::F64,
+        "FloatStorage" => DType::F32,
+        "HalfStorage" => DType::F16,
+        "BFloat16Storage" => DType::BF16,
+        "LongStorage" => DType::I64,
+        "IntStorage" => DType::I32,
+        "ShortStorage" => DType::I16,
+        "CharStorage" => DType::I8,
+        "ByteStorage" => DType::U8,
+        "BoolStorage" => DType::Bool(BoolStore::U8),
+        _ => return None,
+    })
 }
 
 /// Where a storage's bytes are.
@@ -133,7 +49,8 @@ enum Source {
 /// One tensor of a pickle file: its shape, stored type and a reader of its values.
 pub struct PickleTensor {
     pub shape: Vec<usize>,
-    pub dtype: StorageDtype,
+    /// The stored element type.
+    pub dtype: DType,
     source: Rc<Source>,
     tensor: Rc<TensorRef>,
     path: PathBuf,
@@ -169,8 +86,11 @@ impl PickleTensor {
                 &owned
             }
         };
+        // The elements in row-major order, gathered through the strides, then converted as
+        // safetensors data is (`lora_group::io::tensor_data`).
         let numel: usize = t.shape.iter().product();
-        let mut values = Vec::with_capacity(numel);
+        let size = s.dtype.size();
+        let mut contiguous = Vec::with_capacity(numel * size);
         let mut index = vec![0usize; t.shape.len()];
         for _ in 0..numel {
             let at = t.offset as usize
@@ -179,7 +99,7 @@ impl PickleTensor {
                     .zip(&t.stride)
                     .map(|(&i, &s)| i * s as usize)
                     .sum::<usize>();
-            values.push(s.dtype.get(raw, at));
+            contiguous.extend_from_slice(&raw[at * size..(at + 1) * size]);
             for d in (0..index.len()).rev() {
                 index[d] += 1;
                 if index[d] < t.shape[d] {
@@ -188,7 +108,15 @@ impl PickleTensor {
                 index[d] = 0;
             }
         }
-        Ok(TensorData::new(values, t.shape.clone()))
+        if matches!(s.dtype, DType::Bool(_)) {
+            for b in &mut contiguous {
+                *b = u8::from(*b != 0);
+            }
+        }
+        Ok(
+            TensorData::from_bytes_vec(contiguous, t.shape.clone(), s.dtype)
+                .convert_dtype(DType::F32),
+        )
     }
 }
 
@@ -266,11 +194,11 @@ pub fn read(path: &Path, top_level_key: Option<&str>) -> Result<BTreeMap<String,
             let mut e = zip
                 .by_name(&pkl)
                 .map_err(|e| anyhow!("{display}: {pkl}: {e}"))?;
-            if e.size() > file_len.saturating_mul(1024) {
-                bail!("{display}: {pkl} claims {} bytes", e.size());
+            let size = e.size();
+            if size > file_len.saturating_mul(1024) {
+                bail!("{display}: {pkl} claims {size} bytes");
             }
             let mut b = Vec::new();
-            let size = e.size();
             (&mut e)
                 .take(size)
                 .read_to_end(&mut b)
@@ -286,13 +214,11 @@ pub fn read(path: &Path, top_level_key: Option<&str>) -> Result<BTreeMap<String,
                 .by_name(&name)
                 .map_err(|_| anyhow!("{display}: storage {key} has no entry {name}"))?
                 .size();
-            let need = s.numel.checked_mul(s.dtype.size() as u64);
-            if need != Some(size) {
+            if s.numel.checked_mul(s.dtype.size() as u64) != Some(size) {
                 bail!(
-                    "{display}: entry {name} holds {size} bytes, storage {key} needs {} ({} x {})",
-                    s.numel * s.dtype.size() as u64,
+                    "{display}: entry {name} holds {size} bytes, storage {key} needs {} elements of {:?}",
                     s.numel,
-                    s.dtype.name()
+                    s.dtype
                 );
             }
             sources.insert(key.clone(), name);
