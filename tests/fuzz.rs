@@ -301,8 +301,8 @@ fn targets() -> Vec<Target> {
             vec![read(&tiny("tiny-sd/text_encoder/model.safetensors"))],
             false,
             move |path| {
-                sd_model::pipeline::load_text_encoder::<B>(path.parent().unwrap(), &device)?;
-                Ok(())
+                sd_model::pipeline::load_text_encoder::<B>(path.parent().unwrap(), &device)
+                    .map(drop)
             },
         );
         t.beside = vec![(
@@ -354,10 +354,7 @@ fn targets() -> Vec<Target> {
         "lora.safetensors",
         vec![peft.clone()],
         false,
-        |p| {
-            lora_group::io::read_lora(p, "unet")?;
-            Ok(())
-        },
+        |p| lora_group::io::read_lora(p, "unet").map(drop),
     ));
     {
         let unet = sd_model::pipeline::load_unet::<B>(&root().join(tiny("tiny-sd/unet")), &device)
@@ -382,10 +379,7 @@ fn targets() -> Vec<Target> {
             "lora.safetensors",
             vec![seed],
             false,
-            move |p| {
-                lora_group::kohya::read(p, &layers)?;
-                Ok(())
-            },
+            move |p| lora_group::kohya::read(p, &layers).map(drop),
         ));
     }
 
@@ -412,10 +406,7 @@ fn targets() -> Vec<Target> {
             "checkpoint.safetensors",
             vec![seed],
             false,
-            move |p| {
-                rid_trainer::checkpoint::load::<B>(p, &device)?;
-                Ok(())
-            },
+            move |p| rid_trainer::checkpoint::load::<B>(p, &device).map(drop),
         ));
     }
 
@@ -429,10 +420,7 @@ fn targets() -> Vec<Target> {
             absolute_paths(&read("configs/paper/rid.toml"), "configs/paper"),
         ],
         true,
-        |p| {
-            rid_trainer::config::TrainConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| rid_trainer::config::TrainConfig::from_file(p).map(drop),
     ));
     v.push(target(
         "pretrain_config",
@@ -442,20 +430,14 @@ fn targets() -> Vec<Target> {
             "configs/toy",
         )],
         true,
-        |p| {
-            pretrain::PretrainConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| pretrain::PretrainConfig::from_file(p).map(drop),
     ));
     v.push(target(
         "judge_config",
         "judge.toml",
         vec![read("configs/toy/judge.toml")],
         true,
-        |p| {
-            toy_shapes::judge::TrainConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| toy_shapes::judge::TrainConfig::from_file(p).map(drop),
     ));
 
     // diffusers and transformers config.json files.
@@ -467,10 +449,7 @@ fn targets() -> Vec<Target> {
             read("configs/toy/unet.json"),
         ],
         true,
-        |p| {
-            sd_model::UNetConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| sd_model::UNetConfig::from_file(p).map(drop),
     ));
     v.push(target(
         "vae_config",
@@ -480,10 +459,7 @@ fn targets() -> Vec<Target> {
             read("configs/toy/vae.json"),
         ],
         true,
-        |p| {
-            sd_model::VaeConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| sd_model::VaeConfig::from_file(p).map(drop),
     ));
     v.push(target(
         "text_encoder_config",
@@ -491,10 +467,7 @@ fn targets() -> Vec<Target> {
         // (configs/toy/text_encoder.json leaves vocab_size to the pretraining run.)
         vec![read(&tiny("tiny-sd/text_encoder/config.json"))],
         true,
-        |p| {
-            sd_model::ClipTextConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| sd_model::ClipTextConfig::from_file(p).map(drop),
     ));
     v.push(target(
         "scheduler_config",
@@ -514,25 +487,19 @@ fn targets() -> Vec<Target> {
             "crates/rewards/tests/fixtures/clip-vision-tiny/config.json",
         )],
         true,
-        |p| {
-            rewards::clip_vision::ClipVisionConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| rewards::clip_vision::ClipVisionConfig::from_file(p).map(drop),
     ));
     v.push(target(
         "openclip_config",
         "config.json",
         vec![read("configs/tiny/openclip-tiny.json")],
         true,
-        |p| {
-            rewards::openclip::OpenClipConfig::from_file(p)?;
-            Ok(())
-        },
+        |p| rewards::openclip::OpenClipConfig::from_file(p).map(drop),
     ));
     {
-        // A whole pipeline folder with its model_index.json mutated.
-        let dir = ril_testkit::scratch("fuzz-pipeline");
-        ril_testkit::copy_dir(&root().join(tiny("tiny-sd")), &dir);
+        // A whole pipeline folder with its model_index.json mutated (the models are copied
+        // beside it at the first input).
+        let fixture = root().join(tiny("tiny-sd"));
         let mut t = target(
             "model_index",
             "model_index.json",
@@ -543,7 +510,7 @@ fn targets() -> Vec<Target> {
                 for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
                     let link = d.join(sub);
                     if !link.exists() {
-                        ril_testkit::copy_dir(&dir.join(sub), &link);
+                        ril_testkit::copy_dir(&fixture.join(sub), &link);
                     }
                 }
                 sd_model::pipeline::StableDiffusion::<B>::load(d, &device)?;
@@ -594,10 +561,7 @@ fn targets() -> Vec<Target> {
             "prompts.txt",
             vec![read("configs/tiny/prompts-train.txt")],
             true,
-            move |p| {
-                rid_trainer::config::read_prompts_checked(p, &tok)?;
-                Ok(())
-            },
+            move |p| rid_trainer::config::read_prompts_checked(p, &tok).map(drop),
         ));
     }
 
@@ -675,10 +639,7 @@ fn targets() -> Vec<Target> {
             "stats.safetensors",
             vec![std::fs::read(&path).unwrap()],
             false,
-            |p| {
-                ril_metrics::fid::Stats::load(p)?;
-                Ok(())
-            },
+            |p| ril_metrics::fid::Stats::load(p).map(drop),
         ));
         let mu: Vec<f64> = (0..4).map(f64::from).collect();
         let sigma: Vec<f64> = (0..16).map(|i| f64::from(i % 5)).collect();
@@ -706,10 +667,7 @@ fn targets() -> Vec<Target> {
         "mlp.safetensors",
         vec![read("configs/tiny/aesthetic-mlp-random.safetensors")],
         false,
-        move |p| {
-            rewards::aesthetic::AestheticMlp::<B>::load(p, &device)?;
-            Ok(())
-        },
+        move |p| rewards::aesthetic::AestheticMlp::<B>::load(p, &device).map(drop),
     ));
     v
 }
