@@ -209,28 +209,12 @@ fn merged_unet<B: Backend>(
     let config_bytes = std::fs::read(&config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
 
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {} has no folder name", out.display()))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = out.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let assembled = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
+    if out.file_name().is_none() {
+        bail!("--out {} has no folder name", out.display());
+    }
+    lora_group::io::write_dir_atomic(out, |tmp| {
         sd_model::write_atomic(&tmp.join(UNET_FILES[0]), &config_bytes)?;
         sd_model::write_atomic(&tmp.join(UNET_FILES[1]), &weights)
-    })();
-    if let Err(e) = assembled {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e.context(format!("cannot write {}", out.display())));
-    }
-    if out.exists() {
-        std::fs::remove_dir_all(out)
-            .with_context(|| format!("cannot replace {}", out.display()))?;
-    }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+    })?;
     Ok(layers.len())
 }

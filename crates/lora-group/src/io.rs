@@ -48,6 +48,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_keeping(path, bytes, None)
 }
 
+/// Writes the folder `dir` as a whole: `fill` writes its contents into a temporary sibling
+/// folder, which then replaces `dir` (any earlier `dir` is removed first). A failed `fill` or
+/// rename removes the temporary folder and leaves `dir` as it was.
+pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{} has no folder name", dir.display()))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = dir.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let filled = std::fs::create_dir_all(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))
+        .and_then(|()| fill(&tmp));
+    if let Err(e) = filled {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("cannot write {}", dir.display())));
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))
+}
+
 /// As [`write_atomic`], and with `previous` the file that `path` held (if any) is renamed to
 /// `previous` just before the new one takes its name, so the last two versions are kept. A
 /// failed write leaves both untouched.

@@ -33,13 +33,32 @@ pub fn write_pipeline<B: Backend>(
     unet: &UNet2DConditionModel<B>,
     text: &ClipTextModel<B>,
 ) -> Result<()> {
-    let name = dir
-        .file_name()
-        .with_context(|| format!("{} has no folder name", dir.display()))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    lora_group::io::write_dir_atomic(dir, |tmp| {
+        fill_pipeline(
+            tmp,
+            models,
+            scheduler,
+            tokenizer_dir,
+            tokenizer,
+            vae,
+            unet,
+            text,
+        )
+    })
+}
+
+/// The pipeline folder's files, written into `tmp`.
+#[allow(clippy::too_many_arguments)]
+fn fill_pipeline<B: Backend>(
+    tmp: &Path,
+    models: &Models,
+    scheduler: &DdimConfig,
+    tokenizer_dir: &Path,
+    tokenizer: &ClipTokenizer,
+    vae: &AutoencoderKL<B>,
+    unet: &UNet2DConditionModel<B>,
+    text: &ClipTextModel<B>,
+) -> Result<()> {
     for sub in ["scheduler", "tokenizer", "text_encoder", "unet", "vae"] {
         let d = tmp.join(sub);
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -98,14 +117,7 @@ pub fn write_pipeline<B: Backend>(
         &tmp.join("text_encoder/model.safetensors"),
         "text_model.",
         &meta,
-    )?;
-
-    if dir.exists() {
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("cannot replace {}", dir.display()))?;
-    }
-    std::fs::rename(&tmp, dir)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))
+    )
 }
 
 fn model_index() -> Value {
