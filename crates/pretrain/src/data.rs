@@ -42,11 +42,14 @@ pub fn batch_indices(
 ) -> Vec<u64> {
     match source.len() {
         None => (0..batch as u64).map(|j| step * batch as u64 + j).collect(),
-        Some(len) => {
-            let mut rng = NoiseRng::derive(seed, &[DATA_STREAM, phase, step]);
-            (0..batch).map(|_| rng.next_u64() % len.max(1)).collect()
-        }
+        Some(len) => draw_indices(seed, phase, step, batch, len),
     }
+}
+
+/// `batch` uniform draws with replacement from `0..len` for batch `step` of phase `phase`.
+pub fn draw_indices(seed: u64, phase: u64, step: u64, batch: usize, len: u64) -> Vec<u64> {
+    let mut rng = NoiseRng::derive(seed, &[DATA_STREAM, phase, step]);
+    (0..batch).map(|_| rng.next_u64() % len.max(1)).collect()
 }
 
 /// Stream id of the batch draws under the run's seed.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod data;
+pub mod ema;
 pub mod follow;
 pub mod init;
 pub mod optim;

@@ -23,7 +23,8 @@ use sd_model::vae::AutoencoderKL;
 use serde_json::json;
 
 use crate::config::{Models, PretrainConfig};
-use crate::data::{Source, batch_indices, images_tensor};
+use crate::data::{Source, batch_indices, draw_indices, images_tensor};
+use crate::ema::Ema;
 use crate::init::{Scheme, initialise, initialise_with};
 use crate::optim::{AdamW, clip_factor, grad_norm};
 use crate::{output, vocab};
@@ -130,6 +131,7 @@ pub fn run<AB: AutodiffBackend>(
         step: 0,
     };
     let mut scaling = None;
+    let mut ema: Option<Ema<AB::InnerBackend>> = config.unet.ema_decay.map(Ema::new);
     if options.resume {
         let ck = SafetensorsFile::open(&checkpoint_path)?;
         let stored = ck.metadata("config").unwrap_or_default();
@@ -181,6 +183,13 @@ pub fn run<AB: AutodiffBackend>(
                 k.strip_prefix("text_encoder.").map(str::to_string)
             })
             .with_context(|| format!("resuming from {}", checkpoint_path.display()))?;
+            if let Some(ema) = ema.as_mut() {
+                let mut averages = BTreeMap::new();
+                for key in ck.keys().filter(|k| k.starts_with("ema.")) {
+                    averages.insert(key["ema.".len()..].to_string(), ck.read_f32(key)?);
+                }
+                ema.load_tensors(num("ema_updates")? as u64, averages, device);
+            }
         }
         let mut state = BTreeMap::new();
         for key in ck
@@ -215,7 +224,7 @@ pub fn run<AB: AutodiffBackend>(
         let bar = progress(phase.steps, pos.step, "vae", options.quiet);
         while pos.step < phase.steps {
             if budget == Some(0) {
-                save_checkpoint(&checkpoint_path, config, pos, None, &vae, None, &opt)?;
+                save_checkpoint(&checkpoint_path, config, pos, None, &vae, None, None, &opt)?;
                 return Ok(summary);
             }
             let started = Instant::now();
@@ -264,7 +273,7 @@ pub fn run<AB: AutodiffBackend>(
             bar.set_message(format!("loss {loss:.1}"));
             budget = budget.map(|n| n - 1);
             if pos.step.is_multiple_of(config.checkpoint_every) || pos.step == phase.steps {
-                save_checkpoint(&checkpoint_path, config, pos, None, &vae, None, &opt)?;
+                save_checkpoint(&checkpoint_path, config, pos, None, &vae, None, None, &opt)?;
             }
         }
         bar.finish_and_clear();
@@ -288,6 +297,12 @@ pub fn run<AB: AutodiffBackend>(
     let bar = progress(phase.steps, pos.step, "unet", options.quiet);
     let alphas = &schedule.alphas_cumprod;
     let inner_device = device.clone();
+    let pool = match phase.latent_pool {
+        Some(n) if pos.step < phase.steps => {
+            Some(encode_pool(&vae_inner, source, config, n, &inner_device)?)
+        }
+        _ => None,
+    };
     while pos.step < phase.steps {
         if budget == Some(0) {
             save_checkpoint(
@@ -297,26 +312,43 @@ pub fn run<AB: AutodiffBackend>(
                 Some(scaling),
                 &vae,
                 Some((&unet, &text)),
+                ema.as_ref(),
                 &opt,
             )?;
             return Ok(summary);
         }
         let started = Instant::now();
-        let idx = batch_indices(source, seed, PHASE_UNET, pos.step, phase.batch_size);
+        let idx = match &pool {
+            Some(p) => draw_indices(seed, PHASE_UNET, pos.step, phase.batch_size, p.len()),
+            None => batch_indices(source, seed, PHASE_UNET, pos.step, phase.batch_size),
+        };
         let mut rng = NoiseRng::derive(seed, &[STREAM_NOISE, PHASE_UNET, pos.step]);
         let mut images = Vec::with_capacity(idx.len());
         let mut captions = Vec::with_capacity(idx.len());
         for &i in &idx {
-            let ex = source.get(i)?;
-            images.push(ex.image);
+            let caption = match &pool {
+                Some(p) => p.captions[i as usize].clone(),
+                None => {
+                    let ex = source.get(i)?;
+                    images.push(ex.image);
+                    ex.caption
+                }
+            };
             let drop = rng.uniform_open0() <= config.data.empty_caption_prob;
-            captions.push(if drop { String::new() } else { ex.caption });
+            captions.push(if drop { String::new() } else { caption });
         }
-        let b = images.len();
-        let x = images_tensor::<AB::InnerBackend>(&images, config.resolution, &inner_device);
-        let dist = vae_inner.encode(x);
-        let eps_vae = rng.tensor(dist.mean.dims(), &inner_device);
-        let z0 = (dist.mean + (dist.logvar * 0.5).exp() * eps_vae) * scaling;
+        let b = idx.len();
+        let (mean, logvar) = match &pool {
+            Some(p) => p.posteriors(&idx, &inner_device),
+            None => {
+                let x =
+                    images_tensor::<AB::InnerBackend>(&images, config.resolution, &inner_device);
+                let dist = vae_inner.encode(x);
+                (dist.mean, dist.logvar)
+            }
+        };
+        let eps_vae = rng.tensor(mean.dims(), &inner_device);
+        let z0 = (mean + (logvar * 0.5).exp() * eps_vae) * scaling;
         let shape = z0.dims();
         let steps: Vec<usize> = (0..b)
             .map(|_| (rng.next_u64() % alphas.len() as u64) as usize)
@@ -374,6 +406,11 @@ pub fn run<AB: AutodiffBackend>(
         let lr = warmed_up(phase.lr, phase.warmup_steps, pos.step);
         unet = opt.update(unet, "unet", &grads, lr, phase.weight_decay, scale);
         text = opt.update(text, "text_encoder", &grads, lr, phase.weight_decay, scale);
+        if let Some(ema) = ema.as_mut() {
+            let decay = ema.begin_update();
+            ema.update(&unet, "unet", decay);
+            ema.update(&text, "text_encoder", decay);
+        }
         pos.step += 1;
         let loss = finite_loss(scalar(loss), "UNet", "unet", pos.step, phase.lr)?;
         summary.unet_loss = Some(loss);
@@ -395,11 +432,16 @@ pub fn run<AB: AutodiffBackend>(
                 Some(scaling),
                 &vae,
                 Some((&unet, &text)),
+                ema.as_ref(),
                 &opt,
             )?;
         }
     }
     bar.finish_and_clear();
+    if let Some(ema) = &ema {
+        unet = ema.apply(unet, "unet")?;
+        text = ema.apply(text, "text_encoder")?;
+    }
 
     let mut vae_config = models.vae.clone();
     vae_config.scaling_factor = scaling;
@@ -518,6 +560,14 @@ pub fn preflight(
     source
         .get(0)
         .with_context(|| format!("data {}: the first example", source.describe()))?;
+    if let (Some(n), Some(len)) = (config.unet.latent_pool, source.len())
+        && n > len
+    {
+        bail!(
+            "unet.latent_pool ({n} items) is larger than the data {} ({len} examples)",
+            source.describe()
+        );
+    }
     let captions = source.captions(VOCAB_CAPTIONS)?;
     for (i, c) in captions.iter().enumerate() {
         base.encode_exact(c)
@@ -607,6 +657,7 @@ fn save_checkpoint<AB: AutodiffBackend>(
     scaling: Option<f64>,
     vae: &AutoencoderKL<AB>,
     rest: Option<(&UNet2DConditionModel<AB>, &ClipTextModel<AB>)>,
+    ema: Option<&Ema<AB::InnerBackend>>,
     opt: &AdamW<AB::InnerBackend>,
 ) -> Result<()> {
     let mut tensors = BTreeMap::new();
@@ -621,6 +672,12 @@ fn save_checkpoint<AB: AutodiffBackend>(
         tensors.insert(format!("opt.{k}"), v);
     }
     let mut meta = BTreeMap::new();
+    if let Some(ema) = ema.filter(|_| rest.is_some()) {
+        for (k, v) in ema.to_tensors() {
+            tensors.insert(format!("ema.{k}"), v);
+        }
+        meta.insert("ema_updates".to_string(), ema.updates.to_string());
+    }
     meta.insert("config".to_string(), config.canonical());
     meta.insert("phase".to_string(), pos.phase.to_string());
     meta.insert("step".to_string(), pos.step.to_string());
@@ -631,6 +688,64 @@ fn save_checkpoint<AB: AutodiffBackend>(
     }
     lora_group::io::write_safetensors(path, &tensors, &meta)
 }
+
+/// The posteriors of a phase's [`latent_pool`](crate::config::UNetPhase::latent_pool): the
+/// first items of the data, encoded once by the frozen VAE.
+struct LatentPool<B: Backend> {
+    mean: Tensor<B, 4>,
+    logvar: Tensor<B, 4>,
+    captions: Vec<String>,
+}
+
+impl<B: Backend> LatentPool<B> {
+    fn len(&self) -> u64 {
+        self.captions.len() as u64
+    }
+
+    /// The mean and log-variance of the items `idx`, in that order.
+    fn posteriors(&self, idx: &[u64], device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [idx.len()]), device);
+        (
+            self.mean.clone().select(0, rows.clone()),
+            self.logvar.clone().select(0, rows),
+        )
+    }
+}
+
+/// Encodes items `0..n` of `source` (in batches of [`POOL_BATCH`]).
+fn encode_pool<B: Backend>(
+    vae: &AutoencoderKL<B>,
+    source: &dyn Source,
+    config: &PretrainConfig,
+    n: u64,
+    device: &B::Device,
+) -> Result<LatentPool<B>> {
+    let mut captions = Vec::with_capacity(n as usize);
+    let (mut means, mut logvars) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < n {
+        let end = (start + POOL_BATCH).min(n);
+        let mut images = Vec::with_capacity((end - start) as usize);
+        for i in start..end {
+            let ex = source.get(i)?;
+            images.push(ex.image);
+            captions.push(ex.caption);
+        }
+        let dist = vae.encode(images_tensor::<B>(&images, config.resolution, device));
+        means.push(dist.mean);
+        logvars.push(dist.logvar);
+        start = end;
+    }
+    Ok(LatentPool {
+        mean: Tensor::cat(means, 0),
+        logvar: Tensor::cat(logvars, 0),
+        captions,
+    })
+}
+
+/// Images per VAE forward while a latent pool is encoded.
+const POOL_BATCH: u64 = 64;
 
 /// Keeps only the log lines up to `pos` (a resumed run rewrites what came after).
 fn trim_log(path: &Path, pos: Position) -> Result<()> {

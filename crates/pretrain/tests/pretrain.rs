@@ -380,6 +380,156 @@ fn v_prediction_with_zero_terminal_snr_trains_the_velocity() {
     assert_eq!(sd.scheduler.prediction_type, "v_prediction");
 }
 
+/// The first 32 items of [`Squares`], as a finite source.
+struct FirstSquares;
+
+impl Source for FirstSquares {
+    fn describe(&self) -> String {
+        "32 test squares".into()
+    }
+    fn len(&self) -> Option<u64> {
+        Some(32)
+    }
+    fn get(&self, index: u64) -> Result<Example> {
+        Squares.get(index)
+    }
+}
+
+/// A latent pool over the whole of a finite source draws the same items as encoding each
+/// batch (the same indices from the same stream of draws, the same posterior noise), so the
+/// UNet's losses match: to 1e-4 relative, because the pool encodes 32 images in one VAE
+/// forward where the plain run encodes the batch's 8, which may order f32 sums differently
+/// (a wrong row of the pool would change a loss near 1 by far more). A pool then resumes bit
+/// for bit, and a pool smaller than the batch or larger than the data is refused.
+#[test]
+fn a_latent_pool_trains_on_the_same_items_and_resumes_bit_for_bit() {
+    let dir = ril_testkit::scratch("pretrain-pool");
+    let device = Default::default();
+    let config = |pool: Option<u64>| {
+        PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+            if let Some(n) = pool {
+                *t = t.replace("lr = 3e-3", &format!("lr = 3e-3\nlatent_pool = {n}"));
+            }
+        }))
+        .unwrap()
+    };
+    let plain = dir.join("plain");
+    let pooled = dir.join("pooled");
+    let steps = Some(config(None).vae.steps + 6);
+    pretrain::run::<CpuAutodiff>(
+        &config(None),
+        &FirstSquares,
+        &plain,
+        &quiet(false, steps),
+        &device,
+    )
+    .unwrap();
+    pretrain::run::<CpuAutodiff>(
+        &config(Some(32)),
+        &FirstSquares,
+        &pooled,
+        &quiet(false, steps),
+        &device,
+    )
+    .unwrap();
+    let (a, b) = (losses(&plain, "unet"), losses(&pooled, "unet"));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "{a:?} vs {b:?}");
+    }
+
+    // From the stream: killed inside the UNet phase, resumed, the same pipeline bytes.
+    let config = config(Some(16));
+    let whole = dir.join("whole");
+    let parts = dir.join("parts");
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &whole, &quiet(false, None), &device).unwrap();
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &parts, &quiet(false, steps), &device).unwrap();
+    pretrain::run::<CpuAutodiff>(&config, &Squares, &parts, &quiet(true, None), &device).unwrap();
+    assert_same_pipeline(&whole, &parts);
+
+    let e = format!(
+        "{:#}",
+        PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+            *t = t.replace("lr = 3e-3", "lr = 3e-3\nlatent_pool = 4")
+        }))
+        .unwrap_err()
+    );
+    assert!(e.contains("unet.latent_pool") && e.contains("(8)"), "{e}");
+    let big = PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+        *t = t.replace("lr = 3e-3", "lr = 3e-3\nlatent_pool = 33")
+    }))
+    .unwrap();
+    let refused = dir.join("refused");
+    let e = format!(
+        "{:#}",
+        pretrain::run::<CpuAutodiff>(&big, &FirstSquares, &refused, &quiet(false, None), &device)
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("latent_pool") && e.contains("32 test squares"),
+        "{e}"
+    );
+    assert!(!refused.exists(), "nothing is written for a refused run");
+}
+
+fn assert_same_pipeline(a: &Path, b: &Path) {
+    let (fa, fb) = (files(&a.join("pipeline")), files(&b.join("pipeline")));
+    assert_eq!(fa.len(), fb.len());
+    for ((na, ba), (nb, bb)) in fa.iter().zip(&fb) {
+        assert_eq!(na, nb);
+        assert!(ba == bb, "{na} differs between {a:?} and {b:?}");
+    }
+}
+
+/// The EMA of the weights (diffusers' `EMAModel` schedule): with decay 0 every update copies
+/// the weights, so the pipeline is byte for byte the plain run's; with decay 0.9 it is not
+/// (the average lags the weights), and a run killed inside the UNet phase resumes to the same
+/// bytes (the averages and their update count are in the checkpoint).
+#[test]
+fn the_ema_pipeline_is_the_average_and_resumes_bit_for_bit() {
+    let dir = ril_testkit::scratch("pretrain-ema");
+    let device = Default::default();
+    let config = |decay: Option<&str>| {
+        PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+            if let Some(d) = decay {
+                *t = t.replace("lr = 3e-3", &format!("lr = 3e-3\nema_decay = {d}"));
+            }
+        }))
+        .unwrap()
+    };
+    let run = |name: &str, config: &PretrainConfig| {
+        let out = dir.join(name);
+        pretrain::run::<CpuAutodiff>(config, &Squares, &out, &quiet(false, None), &device).unwrap();
+        out
+    };
+    let plain = run("plain", &config(None));
+    let zero = run("zero", &config(Some("0.0")));
+    assert_same_pipeline(&plain, &zero);
+    let averaged = config(Some("0.9"));
+    let ema = run("ema", &averaged);
+    let unet =
+        |p: &Path| std::fs::read(p.join("pipeline/unet/diffusion_pytorch_model.safetensors"));
+    assert!(
+        unet(&plain).unwrap() != unet(&ema).unwrap(),
+        "the EMA UNet equals the last weights"
+    );
+    assert_eq!(losses(&plain, "unet"), losses(&ema, "unet"));
+    let parts = dir.join("parts");
+    let steps = Some(averaged.vae.steps + 7);
+    pretrain::run::<CpuAutodiff>(&averaged, &Squares, &parts, &quiet(false, steps), &device)
+        .unwrap();
+    pretrain::run::<CpuAutodiff>(&averaged, &Squares, &parts, &quiet(true, None), &device).unwrap();
+    assert_same_pipeline(&ema, &parts);
+    let e = format!(
+        "{:#}",
+        PretrainConfig::from_file(&tiny_config(&dir, &|t| {
+            *t = t.replace("lr = 3e-3", "lr = 3e-3\nema_decay = 1.0")
+        }))
+        .unwrap_err()
+    );
+    assert!(e.contains("unet.ema_decay"), "{e}");
+}
+
 #[test]
 fn bad_inputs_are_refused_before_any_work() {
     let dir = ril_testkit::scratch("pretrain-bad");
