@@ -10,6 +10,8 @@ use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::optim::{flat_tensors, named_f32};
+
 /// The averaged weights and how many updates made them.
 #[derive(Debug, Clone)]
 pub struct Ema<B: Backend> {
@@ -79,18 +81,7 @@ impl<B: Backend> Ema<B> {
 
     /// The averages as named f32 tensors for a checkpoint file.
     pub fn to_tensors(&self) -> sd_model::save::NamedTensors {
-        self.shadow
-            .iter()
-            .map(|(name, t)| {
-                let values = t
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap_or_default();
-                (name.clone(), (vec![values.len()], values))
-            })
-            .collect()
+        named_f32(&self.shadow)
     }
 
     /// Restores averages saved by [`to_tensors`](Self::to_tensors).
@@ -101,16 +92,7 @@ impl<B: Backend> Ema<B> {
         device: &B::Device,
     ) {
         self.updates = updates;
-        self.shadow = tensors
-            .into_iter()
-            .map(|(name, values)| {
-                let n = values.len();
-                (
-                    name,
-                    Tensor::from_data(TensorData::new(values, [n]), device),
-                )
-            })
-            .collect();
+        self.shadow = flat_tensors(tensors, device);
     }
 }
 

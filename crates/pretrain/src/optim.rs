@@ -101,14 +101,8 @@ impl<B: Backend> AdamW<B> {
     pub fn to_tensors(&self) -> sd_model::save::NamedTensors {
         let mut out = BTreeMap::new();
         for (kind, map) in [("m", &self.m), ("v", &self.v)] {
-            for (name, t) in map {
-                let values = t
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .into_vec::<f32>()
-                    .unwrap_or_default();
-                out.insert(format!("{kind}.{name}"), (vec![values.len()], values));
+            for (name, t) in named_f32(map) {
+                out.insert(format!("{kind}.{name}"), t);
             }
         }
         out
@@ -125,14 +119,12 @@ impl<B: Backend> AdamW<B> {
         self.step = step;
         self.m.clear();
         self.v.clear();
-        for (key, values) in tensors {
+        for (key, t) in flat_tensors::<B>(tensors, device) {
             let (kind, name) = match key.split_once('.') {
                 Some(("m", name)) => ("m", name),
                 Some(("v", name)) => ("v", name),
                 _ => bail!("optimiser state: unexpected key `{key}`"),
             };
-            let n = values.len();
-            let t = Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device);
             let map = if kind == "m" {
                 &mut self.m
             } else {
@@ -148,6 +140,38 @@ impl<B: Backend> AdamW<B> {
         }
         Ok(())
     }
+}
+
+/// Flattened per-parameter state (moments, averages) as named f32 tensors for a checkpoint.
+pub fn named_f32<B: Backend>(map: &BTreeMap<String, Tensor<B, 1>>) -> sd_model::save::NamedTensors {
+    map.iter()
+        .map(|(name, t)| {
+            let values = t
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default();
+            (name.clone(), (vec![values.len()], values))
+        })
+        .collect()
+}
+
+/// The inverse of [`named_f32`]: each checkpoint vector as a 1-D tensor on `device`.
+pub fn flat_tensors<B: Backend>(
+    tensors: BTreeMap<String, Vec<f32>>,
+    device: &B::Device,
+) -> BTreeMap<String, Tensor<B, 1>> {
+    tensors
+        .into_iter()
+        .map(|(name, values)| {
+            let n = values.len();
+            (
+                name,
+                Tensor::from_data(TensorData::new(values, [n]), device),
+            )
+        })
+        .collect()
 }
 
 struct SquareSum<'a, AB: AutodiffBackend> {
