@@ -278,7 +278,9 @@ pub fn export_task<B: Backend, M: LoraModel<B>>(
         adapter_metadata(prefix, rank, alpha, &targets),
     );
     metadata.insert("ril_task".to_string(), task.to_string());
-    write_safetensors(path, &tensors, &metadata)?;
+    let bytes = crate::checksum::bytes_with_checksum(&tensors, &metadata, FileDtype::F32)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_atomic(path, &bytes)?;
     Ok(LoraFileInfo {
         layers: ranks.len(),
         rank,
@@ -405,7 +407,7 @@ impl LoraFile {
             "lora_adapter_metadata".to_string(),
             adapter_metadata(prefix, self.rank, self.alpha, &layers),
         );
-        let bytes = safetensors_bytes_as(&self.tensors(prefix), &metadata, dtype)
+        let bytes = crate::checksum::bytes_with_checksum(&self.tensors(prefix), &metadata, dtype)
             .with_context(|| format!("cannot write {}", path.display()))?;
         write_atomic(path, &bytes)
     }
@@ -423,6 +425,7 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
         .ok()
         .and_then(|(_, m)| m.metadata().clone())
         .unwrap_or_default();
+    crate::checksum::verify(path, &file, &metadata)?;
     let (meta_rank, meta_alpha) = metadata_config(&metadata, prefix, path)?;
     let display = path.display();
     let mut halves: BTreeMap<String, [Option<TensorData>; 2]> = BTreeMap::new();

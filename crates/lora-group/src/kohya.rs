@@ -12,9 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::TensorData;
 use safetensors::SafeTensors;
 
-use crate::io::{
-    FileDtype, LoraFile, NamedTensors, safetensors_bytes_as, tensor_data, write_atomic,
-};
+use crate::io::{FileDtype, LoraFile, NamedTensors, tensor_data, write_atomic};
 
 /// The prefix of kohya's UNet module names.
 pub const UNET_PREFIX: &str = "lora_unet_";
@@ -63,7 +61,7 @@ pub fn write(
     metadata.insert("ss_network_module".into(), "networks.lora".into());
     metadata.insert("ss_network_dim".into(), file.rank.to_string());
     metadata.insert("ss_network_alpha".into(), file.alpha.to_string());
-    let bytes = safetensors_bytes_as(&tensors(file)?, &metadata, dtype)
+    let bytes = crate::checksum::bytes_with_checksum(&tensors(file)?, &metadata, dtype)
         .with_context(|| format!("cannot write {}", path.display()))?;
     write_atomic(path, &bytes)
 }
@@ -77,6 +75,11 @@ pub fn read(path: &Path, layers: &[String]) -> Result<LoraFile> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {display}"))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{display} is not a valid safetensors file: {e}"))?;
+    let metadata = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .unwrap_or_default();
+    crate::checksum::verify(path, &st, &metadata)?;
     let by_name: BTreeMap<String, &String> = layers.iter().map(|l| (module_name(l), l)).collect();
     let mut parts: BTreeMap<&String, [Option<TensorData>; 3]> = BTreeMap::new();
     let mut conv = BTreeSet::new();

@@ -2,8 +2,10 @@
 //! every targeted layer gains a new low-rank pair, all earlier pairs and the base weights are
 //! frozen, and the layer computes `y = W x + Σ_{i≤t} s_i · B_i A_i x`. Pairs are saved and loaded
 //! as peft/diffusers LoRA files (and written in the kohya / A1111 layout), merged into the base
-//! for inference, and averaged (model soup).
+//! for inference, and averaged (model soup). The files ril writes carry a SHA-256 of their
+//! tensors that it checks when reading them back.
 
+pub mod checksum;
 pub mod io;
 pub mod kohya;
 pub mod layer;

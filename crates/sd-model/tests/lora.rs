@@ -113,6 +113,78 @@ fn export_has_the_peft_key_set_shapes_and_values() {
 }
 
 #[test]
+fn rils_lora_files_carry_a_checksum_that_refuses_a_flipped_bit() {
+    let dir = scratch("lora-checksum");
+    let mut model = unet::<B>();
+    import_task(&mut model, &lora("a_r4.safetensors"), "unet").unwrap();
+    let out = dir.join("task0.safetensors");
+    export_task(&model, 0, "unet", &out).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta[lora_group::checksum::KEY].len(), 64, "{meta:?}");
+    // One bit of the last value (the data section) flipped: refused, naming the file.
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let bad = dir.join("flipped.safetensors");
+    std::fs::write(&bad, &flipped).unwrap();
+    let err = format!(
+        "{:#}",
+        import_task(&mut unet::<B>(), &bad, "unet").unwrap_err()
+    );
+    assert!(
+        err.contains("flipped.safetensors")
+            && err.contains("corrupt")
+            && err.contains("ril_sha256"),
+        "{err}"
+    );
+    // The kohya layout carries it too.
+    let file = lora_group::io::read_lora(&out, "unet").unwrap();
+    let kohya = dir.join("kohya.safetensors");
+    lora_group::kohya::write(
+        &file,
+        &kohya,
+        &BTreeMap::new(),
+        lora_group::io::FileDtype::F16,
+    )
+    .unwrap();
+    let mut layers = Vec::new();
+    model.visit_lora(&mut |p, _| layers.push(p.to_string()));
+    lora_group::kohya::read(&kohya, &layers).unwrap();
+    let mut k = std::fs::read(&kohya).unwrap();
+    let n = k.len();
+    k[n - 3] ^= 0x10;
+    std::fs::write(&kohya, &k).unwrap();
+    let err = format!(
+        "{:#}",
+        lora_group::kohya::read(&kohya, &layers).unwrap_err()
+    );
+    assert!(
+        err.contains("kohya.safetensors") && err.contains("corrupt"),
+        "{err}"
+    );
+    // Metadata edited by another tool (the tensors unchanged) still loads, and so does a file
+    // from another tool without the entry (the peft fixture has none).
+    let edited = dir.join("edited.safetensors");
+    rewrite_metadata(
+        &out,
+        &edited,
+        "\"unet.bias\":\"none\"",
+        "\"unet.bias\": \"none\"",
+    );
+    import_task(&mut unet::<B>(), &edited, "unet").unwrap();
+    let fixture_bytes = std::fs::read(lora("a_r4.safetensors")).unwrap();
+    let (_, m) = safetensors::SafeTensors::read_metadata(&fixture_bytes).unwrap();
+    assert!(
+        !m.metadata()
+            .clone()
+            .unwrap_or_default()
+            .contains_key("ril_sha256")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_new_task_starts_exactly_at_the_previous_model() {
     let mut model = unet::<B>();
     import_task(&mut model, &lora("a_r4.safetensors"), "unet").unwrap();
