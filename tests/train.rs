@@ -227,6 +227,49 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The steps of the scalar events in each of the run's TensorBoard files (by name), every
+/// record's framing and masked CRC-32C checked; the first record of each is the file version.
+fn tensorboard_steps(run: &Path) -> Vec<Vec<i64>> {
+    use rid_trainer::tensorboard::masked_crc;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("tb"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let b = std::fs::read(f).unwrap();
+            let (mut at, mut steps) = (0, Vec::new());
+            while at < b.len() {
+                let len = u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+                let crc = |r: std::ops::Range<usize>| u32::from_le_bytes(b[r].try_into().unwrap());
+                assert_eq!(masked_crc(&b[at..at + 8]), crc(at + 8..at + 12));
+                let data = &b[at + 12..at + 12 + len];
+                assert_eq!(masked_crc(data), crc(at + 12 + len..at + 16 + len));
+                // Event: wall_time (tag 0x09, 8 bytes), then step (tag 0x10, varint) unless 0.
+                assert_eq!(data[0], 0x09);
+                let mut step = 0u64;
+                if data[9] == 0x10 {
+                    for (i, byte) in data[10..].iter().enumerate() {
+                        step |= u64::from(byte & 0x7f) << (7 * i);
+                        if byte & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                }
+                let is_version = data[9] == 0x1a;
+                assert_eq!(is_version, steps.is_empty() && at == 0, "{}", f.display());
+                if !is_version {
+                    steps.push(step as i64);
+                }
+                at += 16 + len;
+            }
+            steps
+        })
+        .collect()
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_weights_bit_for_bit() {
     let dir = ril_testkit::scratch("train-kill");
@@ -265,6 +308,22 @@ fn a_killed_run_resumes_to_the_same_weights_bit_for_bit() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_same_as_reference(&killed);
+    // TensorBoard: the uninterrupted run wrote one file with one event per step (0, 1, ... on
+    // the run's step count across tasks); the killed run one per invocation, each starting
+    // where its checkpoint left off and the last ending at the last step.
+    let steps = metrics(reference()).len() as i64;
+    assert_eq!(
+        tensorboard_steps(reference()),
+        [(0..steps).collect::<Vec<_>>()]
+    );
+    let parts = tensorboard_steps(&killed);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert_eq!(parts[0][0], 0);
+    assert!(
+        parts[1][0] > 0 && parts[1][0] <= *parts[0].last().unwrap() + 1,
+        "{parts:?}"
+    );
+    assert_eq!(parts[2].last(), Some(&(steps - 1)), "{parts:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

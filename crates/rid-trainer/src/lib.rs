@@ -8,6 +8,7 @@ pub mod config;
 pub mod lock;
 pub mod runner;
 pub mod step;
+pub mod tensorboard;
 pub mod trainer;
 pub mod update;
 

@@ -26,6 +26,7 @@ use crate::checkpoint;
 use crate::config::{Method, RewardKind, TaskConfig, TrainConfig, read_prompts_checked};
 use crate::lock::{LOCK_FILE, RunLock, lock_run_dir};
 use crate::step::{Frozen, MicroBatch, Objective, Phases};
+use crate::tensorboard::EventWriter;
 use crate::trainer::{LoraInit, StepRecord, TaskSettings, Trainer};
 use rewards::build::build_reward;
 
@@ -395,6 +396,9 @@ pub fn run<B: AutodiffBackend>(
     // again, so their checkpoints (left by a run whose earlier task fell back to an older
     // checkpoint) are not resumed from.
     let mut retrained = false;
+    // TensorBoard's copy of the step lines, opened at the first step this invocation trains.
+    let mut events: Option<EventWriter> = None;
+    let mut steps_before = 0;
 
     for (k, task) in config.tasks.iter().enumerate() {
         let dir = task_dir(&run_dir, k, &task.name);
@@ -457,6 +461,7 @@ pub fn run<B: AutodiffBackend>(
                 dir.join("lora.safetensors").display()
             );
             final_rewards.push(f64::NAN);
+            steps_before += total;
             continue;
         }
         // lora_A from the run's own generator, so that a resumed run initialises later tasks
@@ -528,6 +533,12 @@ pub fn run<B: AutodiffBackend>(
                 &log_path,
                 &log_line(k, task, &rec, opts.profile).to_string(),
             )?;
+            if events.is_none() {
+                events = Some(EventWriter::create(&run_dir.join("tb"))?);
+            }
+            if let Some(w) = events.as_mut() {
+                w.scalars((steps_before + step) as i64, &event_values(task, &rec))?;
+            }
             bar.set_message(format!(
                 "epoch {}/{} loss {:.4} reward {:.4} {:.2} samples/s",
                 step / task.steps_per_epoch + 1,
@@ -550,6 +561,7 @@ pub fn run<B: AutodiffBackend>(
             eprintln!("{}", profile_summary(k, &task.name, &phases));
         }
         unet = trainer.into_unet();
+        steps_before += total;
         reward_cache.insert(task.reward.name(), reward);
         final_rewards.push(last_mean);
     }
@@ -584,6 +596,22 @@ fn log_line(k: usize, task: &TaskConfig, rec: &StepRecord, profile: bool) -> ser
         line["phases_s"] = serde_json::to_value(rec.phases).expect("phases serialise");
     }
     line
+}
+
+/// The TensorBoard scalars of one step, tagged `TASK_NAME/FIELD` (one chart group per task,
+/// on the run's step count across tasks).
+fn event_values(task: &TaskConfig, rec: &StepRecord) -> Vec<(String, f32)> {
+    [
+        ("loss", rec.loss),
+        ("reward_mean", rec.reward_mean),
+        ("reward_std", rec.reward_std),
+        ("distill", rec.distill),
+        ("grad_norm", rec.grad_norm),
+        ("time_s", rec.seconds),
+    ]
+    .into_iter()
+    .map(|(field, v)| (format!("{}/{field}", task.name), v as f32))
+    .collect()
 }
 
 /// Where a task's step time went, one phase a line.
