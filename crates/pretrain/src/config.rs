@@ -10,6 +10,7 @@ use sd_model::clip::ClipTextConfig;
 use sd_model::unet::UNetConfig;
 use sd_model::vae::VaeConfig;
 use serde::{Deserialize, Serialize};
+use toy_shapes::Objects;
 
 /// The whole pretraining run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +46,9 @@ fn default_checkpoint_every() -> u64 {
 pub struct DataConfig {
     /// The shapes stream's seed (`ril data shapes`); exclusive with `folder`.
     pub shapes_seed: Option<u64>,
+    /// Objects per shapes image, as `ril data shapes --objects`: "1", "2" or "mixed" (one or
+    /// two, half each; the default). Only with `shapes_seed`.
+    pub shapes_objects: Option<String>,
     /// A folder of images with a metadata.jsonl (relative paths are relative to the config file).
     pub folder: Option<PathBuf>,
     /// Share of captions replaced by "" while training the UNet (so classifier-free guidance
@@ -83,6 +87,10 @@ pub struct VaePhase {
     /// Steps of linear learning-rate warm-up from lr / warmup_steps (none by default).
     #[serde(default)]
     pub warmup_steps: u64,
+    /// The learning rate after the warm-up: constant (the default) or cosine decay to 0 at
+    /// the phase's last step (diffusers' `--lr_scheduler cosine`).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     #[serde(default)]
     pub weight_decay: f64,
     /// Weight of the KL term against the per-image L1 reconstruction sum (LDM: 1e-6).
@@ -96,6 +104,34 @@ pub struct VaePhase {
     /// starts the posterior nearly deterministic, where the tiny KL weight leaves it anyway).
     #[serde(default)]
     pub logvar_bias: f64,
+}
+
+/// The learning rate over a phase's steps after the warm-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    /// `lr · ½ (1 + cos(π · p))`, p the share of the post-warm-up steps done (transformers'
+    /// `get_cosine_schedule_with_warmup` with half a cycle).
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate of the step after `done` of `total` steps: linear warm-up over
+    /// `warmup` steps (`lr · (done + 1) / warmup`), then the schedule.
+    pub fn lr(self, lr: f64, warmup: u64, total: u64, done: u64) -> f64 {
+        if done < warmup {
+            return lr * (done + 1) as f64 / warmup as f64;
+        }
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine => {
+                let p = (done - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+            }
+        }
+    }
 }
 
 fn default_kl() -> f64 {
@@ -119,6 +155,10 @@ pub struct UNetPhase {
     /// Steps of linear learning-rate warm-up (none by default).
     #[serde(default)]
     pub warmup_steps: u64,
+    /// The learning rate after the warm-up: constant (the default) or cosine decay to 0 at
+    /// the phase's last step (diffusers' `--lr_scheduler cosine`).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     #[serde(default)]
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,
@@ -186,6 +226,22 @@ impl PretrainConfig {
         }
     }
 
+    /// `data.shapes_objects` as the generator's mode (mixed when absent).
+    pub fn shapes_objects(&self) -> Result<Objects> {
+        match &self.data.shapes_objects {
+            None => Ok(Objects::Mixed),
+            Some(_) if self.data.folder.is_some() => {
+                bail!("data.shapes_objects is for the shapes stream (shapes_seed), not a folder")
+            }
+            Some(name) => Objects::ALL
+                .into_iter()
+                .find(|o| o.name() == name)
+                .with_context(|| {
+                    format!("data.shapes_objects must be \"1\", \"2\" or \"mixed\", got {name:?}")
+                }),
+        }
+    }
+
     /// Range checks of every value, naming the field; the model configs are read and checked
     /// against each other and the resolution.
     pub fn validate(&self) -> Result<()> {
@@ -194,6 +250,7 @@ impl PretrainConfig {
             (None, None) => bail!("data: give shapes_seed (the procedural shapes) or folder"),
             _ => {}
         }
+        self.shapes_objects()?;
         let p = self.data.empty_caption_prob;
         if !(0.0..=1.0).contains(&p) {
             bail!("data.empty_caption_prob must be in [0, 1], got {p}");

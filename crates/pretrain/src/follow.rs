@@ -1,7 +1,9 @@
 //! How well a pipeline's images follow their captions, measured by the toy world's judge:
 //! images sampled for the single-object held-out captions (each from its own seeded latents, so
 //! a result does not depend on the batch size), judged attribute by attribute, beside the
-//! judge's accuracy on the real held-out images of the same items and chance.
+//! judge's accuracy on the real held-out images of the same items, on those images after the
+//! pipeline's VAE (encoded to the posterior mean and decoded: what the latent space can show at
+//! best) and chance.
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -50,6 +52,8 @@ pub struct Follow {
     pub generated: Accuracy,
     /// On the data set's own images of the same items.
     pub real: Accuracy,
+    /// On those images encoded by the pipeline's VAE (posterior mean) and decoded.
+    pub reconstructed: Accuracy,
 }
 
 /// Stream id of the initial latents under the spec's seed.
@@ -73,6 +77,7 @@ pub fn follow<B: Backend>(
     let mut cells = Vec::with_capacity(spec.count);
     let mut truth = Vec::with_capacity(spec.count);
     let mut real = Vec::with_capacity(spec.count);
+    let mut reconstructed = Vec::with_capacity(spec.count);
     let mut start = 0;
     while start < spec.count {
         let idx: Vec<u64> = (start..(start + spec.batch).min(spec.count))
@@ -102,6 +107,8 @@ pub fn follow<B: Backend>(
             latents: InitLatents::Given(Tensor::cat(latents, 0)),
         };
         let images = to_rgb8(sd.sample(&req, device, |_, _| {})?)?;
+        let x = crate::data::images_tensor::<B>(&real[start..], spec.size, device);
+        reconstructed.extend(to_rgb8(sd.vae.decode(sd.vae.encode(x).mean))?);
         cells.extend(images.into_iter().zip(prompts));
         start += idx.len();
         progress(start, spec.count);
@@ -111,37 +118,43 @@ pub fn follow<B: Backend>(
         accuracy(&judge.predict_images(&images, device), &truth).map_err(anyhow::Error::msg)?;
     let real =
         accuracy(&judge.predict_images(&real, device), &truth).map_err(anyhow::Error::msg)?;
+    let reconstructed = accuracy(&judge.predict_images(&reconstructed, device), &truth)
+        .map_err(anyhow::Error::msg)?;
     Ok((
         Follow {
             spec,
             generated,
             real,
+            reconstructed,
         },
         cells,
     ))
 }
 
 impl std::fmt::Display for Follow {
-    /// A table: attribute, accuracy on generated images, on real images, chance.
+    /// A table: attribute, accuracy on generated images, on real images, on their VAE round
+    /// trip, chance.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "| attribute | generated ({} captions) | real held-out | chance |",
+            "| attribute | generated ({} captions) | real held-out | real after the VAE | chance |",
             self.generated.n
         )?;
-        writeln!(f, "|---|---|---|---|")?;
-        let (g, r, c) = (
+        writeln!(f, "|---|---|---|---|---|")?;
+        let (g, r, v, c) = (
             self.generated.fraction().named(),
             self.real.fraction().named(),
+            self.reconstructed.fraction().named(),
             self.generated.chance.named(),
         );
         for i in 0..g.len() {
             writeln!(
                 f,
-                "| {} | {:.1} % | {:.1} % | {:.1} % |",
+                "| {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % |",
                 g[i].0,
                 100.0 * g[i].1,
                 100.0 * r[i].1,
+                100.0 * v[i].1,
                 100.0 * c[i].1
             )?;
         }

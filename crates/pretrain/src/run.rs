@@ -248,7 +248,9 @@ pub fn run<AB: AutodiffBackend>(
             let grads = loss.backward();
             let norm = grad_norm(&[&vae], &grads);
             opt.begin_step();
-            let lr = warmed_up(phase.lr, phase.warmup_steps, pos.step);
+            let lr = phase
+                .lr_schedule
+                .lr(phase.lr, phase.warmup_steps, phase.steps, pos.step);
             vae = opt.update(
                 vae,
                 "vae",
@@ -403,7 +405,9 @@ pub fn run<AB: AutodiffBackend>(
         };
         let scale = clip_factor(norm, phase.max_grad_norm);
         opt.begin_step();
-        let lr = warmed_up(phase.lr, phase.warmup_steps, pos.step);
+        let lr = phase
+            .lr_schedule
+            .lr(phase.lr, phase.warmup_steps, phase.steps, pos.step);
         unet = opt.update(unet, "unet", &grads, lr, phase.weight_decay, scale);
         text = opt.update(text, "text_encoder", &grads, lr, phase.weight_decay, scale);
         if let Some(ema) = ema.as_mut() {
@@ -506,16 +510,6 @@ pub fn training_noise<B: Backend>(
             let shift = rng.tensor::<B, 4>([shape[0], shape[1], 1, 1], device) * o;
             noise + shift
         }
-    }
-}
-
-/// The learning rate of the step after `done` steps: linear warm-up over `warmup` steps
-/// (`lr · (done + 1) / warmup`), then constant.
-fn warmed_up(lr: f64, warmup: u64, done: u64) -> f64 {
-    if done < warmup {
-        lr * (done + 1) as f64 / warmup as f64
-    } else {
-        lr
     }
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use toy_shapes::folder::ImageFolder;
-use toy_shapes::{Objects, Spec, Split};
+use toy_shapes::{Spec, Split};
 
 use crate::config::PretrainConfig;
 use crate::data::{Example, Source};
@@ -67,7 +67,7 @@ pub fn open(config: &PretrainConfig) -> Result<Box<dyn Source>> {
     match (&config.data.shapes_seed, &config.data.folder) {
         (Some(seed), _) => Ok(Box::new(Shapes(
             Spec::new(*seed, Split::Train)
-                .objects(Objects::Mixed)
+                .objects(config.shapes_objects()?)
                 .size(config.resolution as u32),
         ))),
         (None, Some(dir)) => Ok(Box::new(Folder(ImageFolder::open(dir)?))),

@@ -239,7 +239,15 @@ fn losses_fall_and_a_resumed_run_writes_the_same_pipeline() {
         pretrain::follow::follow(&sd, &judge, spec(1), &device, |_, _| {}).unwrap();
     let (three, cells_three) =
         pretrain::follow::follow(&sd, &judge, spec(3), &device, |_, _| {}).unwrap();
-    assert_eq!((one.generated.n, one.real.n, cells_one.len()), (3, 3, 3));
+    assert_eq!(
+        (
+            one.generated.n,
+            one.real.n,
+            one.reconstructed.n,
+            cells_one.len()
+        ),
+        (3, 3, 3, 3)
+    );
     assert_eq!(one.real, three.real);
     for ((a, ca), (b, cb)) in cells_one.iter().zip(&cells_three) {
         assert_eq!(ca, cb);
@@ -565,6 +573,13 @@ fn bad_inputs_are_refused_before_any_work() {
         e.contains("vae.logvar_bias") && e.contains("[-30, 20]"),
         "{e}"
     );
+    let e = err(&|t| *t = t.replace("shapes_seed = 0", "shapes_seed = 0\nshapes_objects = \"3\""));
+    assert!(
+        e.contains("data.shapes_objects") && e.contains("\"3\""),
+        "{e}"
+    );
+    let e = err(&|t| *t = t.replace("lr = 3e-3", "lr = 3e-3\nlr_schedule = \"linear\""));
+    assert!(e.contains("lr_schedule") || e.contains("linear"), "{e}");
     let e = err(&|t| t.push_str("typo = 1\n"));
     assert!(e.contains("typo"), "{e}");
 
@@ -676,4 +691,23 @@ fn the_pruned_tokenizer_splits_text_as_the_full_one() {
             assert_eq!(a, b, "{p}");
         }
     }
+}
+
+#[test]
+fn the_cosine_schedule_warms_up_then_falls_to_zero_as_transformers_does() {
+    use pretrain::config::LrSchedule::{Constant, Cosine};
+    // 10 warm-up steps of 110: lr · (done + 1) / 10, then ½ (1 + cos(π p)), p = (done − 10) / 100
+    // (transformers' get_cosine_schedule_with_warmup, num_cycles 0.5), exact to f64 rounding.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    for s in [Constant, Cosine] {
+        assert!(close(s.lr(2.0, 10, 110, 0), 0.2));
+        assert!(close(s.lr(2.0, 10, 110, 9), 2.0));
+        assert!(close(s.lr(2.0, 10, 110, 10), 2.0));
+    }
+    assert!(close(Constant.lr(2.0, 10, 110, 109), 2.0));
+    assert!(close(Cosine.lr(2.0, 10, 110, 60), 1.0));
+    let last = 2.0 * 0.5 * (1.0 + (std::f64::consts::PI * 0.99).cos());
+    assert!(close(Cosine.lr(2.0, 10, 110, 109), last) && last > 0.0);
+    // Without warm-up the first step has the full rate.
+    assert!(close(Cosine.lr(2.0, 0, 100, 0), 2.0));
 }
