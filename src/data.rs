@@ -1,5 +1,6 @@
 //! `ril data`: writes data sets. `ril data shapes` writes the toy world's captioned shapes
-//! (crates/toy-shapes) in the Hugging Face imagefolder layout (metadata.jsonl + PNGs).
+//! (crates/toy-shapes) in the Hugging Face imagefolder layout (metadata.jsonl + PNGs); `ril data
+//! coco` the zero-shot MS-COCO evaluation set in that layout (src/coco.rs).
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ pub struct DataArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum DataCommand {
     Shapes(ShapesArgs),
+    Coco(crate::coco::CocoArgs),
 }
 
 /// Writes N captioned images of coloured shapes (the toy world) as an imagefolder data set.
@@ -54,6 +56,7 @@ pub struct ShapesArgs {
 pub fn run(a: &DataArgs) -> Result<()> {
     match &a.command {
         DataCommand::Shapes(s) => shapes(s),
+        DataCommand::Coco(c) => crate::coco::run(c),
     }
 }
 

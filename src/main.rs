@@ -9,6 +9,7 @@
 
 mod bench;
 mod cli;
+mod coco;
 mod data;
 mod eval;
 mod export;

@@ -6,7 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
-/// The image files of `dir` in file-name order (hidden files skipped).
+/// The file extensions read as images (pytorch-fid's `IMAGE_EXTENSIONS`, any case).
+pub const IMAGE_EXTENSIONS: [&str; 9] = [
+    "bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp",
+];
+
+/// The image files of `dir` in file-name order: those with an image extension, as pytorch-fid
+/// selects them (so an imagefolder's metadata.jsonl or a README beside the images is not read);
+/// hidden files skipped.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read image folder {}", dir.display()))?;
@@ -17,11 +24,19 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 && !p
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.extension().is_some_and(|x| {
+                    let x = x.to_string_lossy().to_ascii_lowercase();
+                    IMAGE_EXTENSIONS.contains(&x.as_str())
+                })
         })
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("image folder {} is empty", dir.display());
+        bail!(
+            "image folder {} is empty (no file ending in .{})",
+            dir.display(),
+            IMAGE_EXTENSIONS.join(", .")
+        );
     }
     Ok(files)
 }

@@ -113,8 +113,14 @@ fn image_folders_fail_clearly() {
     std::fs::create_dir_all(&dir).unwrap();
     let err = image_files(&dir).unwrap_err().to_string();
     assert!(err.contains("is empty"), "{err}");
+    // Files without an image extension are not images (pytorch-fid's rule): an imagefolder's
+    // metadata.jsonl beside the images is left alone.
+    std::fs::write(dir.join("metadata.jsonl"), b"{}\n").unwrap();
+    let err = image_files(&dir).unwrap_err().to_string();
+    assert!(err.contains("is empty") && err.contains(".png"), "{err}");
     std::fs::write(dir.join("a.png"), b"not a png").unwrap();
     let files = image_files(&dir).unwrap();
+    assert_eq!(files, [dir.join("a.png")]);
     let err = format!(
         "{:#}",
         load_images::<B>(&files, &Default::default()).unwrap_err()
