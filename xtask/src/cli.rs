@@ -48,7 +48,8 @@ and DIR/table6.md (joint tuning vs RID's average). A finished cell is skipped, a
 resumes from its checkpoint.
 
 --emit slurm writes DIR/slurm.sh, a job array with one cell per task (each runs
-`cargo xtask experiment order ...` on the shared DIR); afterwards `all-orders --out DIR` adds
+`cargo xtask experiment order ...` on the shared DIR; `--gres=gpu:1` only when the preset's
+backend is cuda or tch-cuda; --sbatch adds the cluster's own options); afterwards `all-orders --out DIR` adds
 the single-reward, soup and joint models (finished cells are skipped) and writes the tables.";
 
 /// `cargo xtask bench`.
@@ -141,6 +142,24 @@ pub struct GridArgs {
     /// Write a job script to DIR instead of running the cells.
     #[arg(long, value_enum)]
     pub emit: Option<Emit>,
+    /// With `--emit slurm`: one more `#SBATCH` line (repeatable), e.g.
+    /// `--sbatch=--partition=gpu --sbatch=--time=04:00:00 --sbatch=--account=lab`.
+    #[arg(long, value_name = "OPTION", requires = "emit", allow_hyphen_values = true,
+          value_parser = sbatch_option)]
+    pub sbatch: Vec<String>,
+}
+
+/// An sbatch option as it goes after `#SBATCH `: a flag (starting with `-`) on one line.
+fn sbatch_option(s: &str) -> Result<String, String> {
+    if !s.starts_with('-') || s.len() < 2 {
+        return Err(format!(
+            "{s:?} is not an sbatch option (they start with '-', e.g. --partition=gpu)"
+        ));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(format!("{s:?} has a line break or control character"));
+    }
+    Ok(s.to_string())
 }
 
 /// `cargo xtask experiment order`.

@@ -85,7 +85,15 @@ fn help_of_every_subcommand_exits_0_and_names_its_flags() {
         (&["experiment"], &["all-orders", "order", "report"]),
         (
             &["experiment", "all-orders"],
-            &["--preset", "--out", "--dry-run", "--emit", "slurm", "paper"],
+            &[
+                "--preset",
+                "--out",
+                "--dry-run",
+                "--emit",
+                "slurm",
+                "--sbatch",
+                "paper",
+            ],
         ),
         (
             &["experiment", "order"],
@@ -271,4 +279,42 @@ fn flags_of_one_subcommand_are_refused_by_another() {
         err_kind(&["experiment", "report", "runs/x", "--preset", "tiny"]),
         ErrorKind::UnknownArgument
     );
+}
+
+#[test]
+fn sbatch_options_go_with_emit_slurm_and_are_single_line_flags() {
+    let cli = parse(&[
+        "experiment",
+        "all-orders",
+        "--emit",
+        "slurm",
+        "--sbatch",
+        "--partition=gpu",
+        "--sbatch=--time=04:00:00",
+    ])
+    .unwrap();
+    let Command::Experiment(e) = cli.command else {
+        panic!("not experiment")
+    };
+    let ExperimentCommand::AllOrders(g) = e.command else {
+        panic!("not all-orders")
+    };
+    assert_eq!(g.sbatch, ["--partition=gpu", "--time=04:00:00"]);
+    // Not a flag, a second line smuggled in, or without --emit: refused, naming the flag.
+    for bad in [
+        &["--emit", "slurm", "--sbatch", "partition=gpu"][..],
+        &["--emit", "slurm", "--sbatch", "--time=1\nrm -rf /"][..],
+        &["--sbatch", "--partition=gpu"][..],
+    ] {
+        let args: Vec<&str> = ["experiment", "all-orders"]
+            .iter()
+            .chain(bad)
+            .copied()
+            .collect();
+        let e = parse(&args).unwrap_err().to_string();
+        assert!(
+            e.contains("--sbatch") || e.contains("--emit"),
+            "{bad:?}: {e}"
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use rid_trainer::config::{Method, RewardKind};
+use sd_model::backend::BackendKind;
 use xtask::cli::Preset;
 use xtask::experiment::plan::{
     Cell, ORDERS, all_cells, cell_config, dry_run_line, letter, optimiser_steps, single_config,
@@ -131,6 +132,8 @@ fn the_slurm_script_runs_one_cell_per_array_task() {
     let s = slurm_script(
         &cells,
         Preset::Paper,
+        BackendKind::TchCuda,
+        &[],
         Path::new("/shared/grid"),
         Path::new("/src/ril"),
     );
@@ -145,4 +148,37 @@ fn the_slurm_script_runs_one_cell_per_array_task() {
         ),
         "{s}"
     );
+    assert!(s.contains("#SBATCH --gres=gpu:1\n"), "{s}");
+}
+
+#[test]
+fn the_slurm_script_asks_for_a_gpu_only_for_a_gpu_backend_and_adds_the_users_options() {
+    let cells = all_cells();
+    let sbatch = ["--partition=cpu".to_string(), "--time=02:00:00".to_string()];
+    for backend in BackendKind::ALL {
+        let s = slurm_script(
+            &cells,
+            Preset::Tiny,
+            backend,
+            &sbatch,
+            Path::new("/g"),
+            Path::new("/r"),
+        );
+        let gpu = matches!(backend, BackendKind::Cuda | BackendKind::TchCuda);
+        assert_eq!(s.contains("--gres"), gpu, "{backend}: {s}");
+        // Every directive sits before the first command (sbatch stops reading them there), the
+        // user's after ril's, in the order given.
+        let directives: Vec<&str> = s
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("#SBATCH "))
+            .collect();
+        assert_eq!(
+            directives[directives.len() - 2..],
+            ["--partition=cpu", "--time=02:00:00"],
+            "{s}"
+        );
+        assert_eq!(directives[0], "--job-name=ril-grid", "{s}");
+    }
 }

@@ -3,6 +3,7 @@
 //! same noise for every model), and reported as tables; resumable (a finished cell is skipped,
 //! an interrupted one resumes from its checkpoint).
 
+pub mod html;
 pub mod plan;
 pub mod report;
 pub mod resume;
@@ -47,9 +48,12 @@ fn run_grid(cells: &[Cell], whole_grid: bool, args: &GridArgs) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let out = out.canonicalize()?;
     status(&out, cells);
+    let backend = base_config(&root, preset, rid_trainer::config::Method::Rid)?
+        .model
+        .backend;
     if let Some(Emit::Slurm) = args.emit {
         let path = out.join("slurm.sh");
-        let script = plan::slurm_script(cells, preset, &out, &root);
+        let script = plan::slurm_script(cells, preset, backend, &args.sbatch, &out, &root);
         sd_model::write_atomic(&path, script.as_bytes())?;
         println!("wrote {}", path.display());
         return Ok(());
@@ -61,9 +65,6 @@ fn run_grid(cells: &[Cell], whole_grid: bool, args: &GridArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let backend = base_config(&root, preset, rid_trainer::config::Method::Rid)?
-        .model
-        .backend;
     // The paper's preset trains for hours: an optimised build.
     let release = preset == Preset::Paper;
     let ril = crate::cargo::build_ril(release, backend)?;
@@ -124,6 +125,7 @@ fn run_cell(root: &Path, ril: &Path, preset: Preset, cell: Cell, out: &Path) -> 
             .map(|k| (stages[k].0.clone(), stage_dir(&dir, k).join("grid.png"))),
     );
     stage_grid(&columns, &base, &dir.join("stages.png"))?;
+    html::write_cell_report(&dir, &id)?;
     Ok(stages)
 }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rid_trainer::TrainConfig;
 use rid_trainer::config::{Method, RewardKind};
+use sd_model::backend::BackendKind;
 
 use crate::cli::{Preset, name_of};
 
@@ -149,22 +150,43 @@ pub fn dry_run_line(cell: Cell, c: &TrainConfig) -> String {
 }
 
 /// The grid as a Slurm job array: one cell per array task, all sharing `out`, each running
-/// `cargo xtask experiment order` in the repository `root`.
-pub fn slurm_script(cells: &[Cell], preset: Preset, out: &Path, root: &Path) -> String {
+/// `cargo xtask experiment order` in the repository `root`. It asks for a GPU (`--gres=gpu:1`)
+/// only when `backend` runs on one (a CPU-only cluster refuses the gres otherwise); `sbatch`
+/// are the user's own `#SBATCH` options (partition, account, time, CPUs, memory), after ril's.
+pub fn slurm_script(
+    cells: &[Cell],
+    preset: Preset,
+    backend: BackendKind,
+    sbatch: &[String],
+    out: &Path,
+    root: &Path,
+) -> String {
     let list: Vec<String> = cells
         .iter()
         .map(|c| format!("{}:{}", method_name(c.method), c.order))
+        .collect();
+    let mut directives = vec![
+        "--job-name=ril-grid".to_string(),
+        format!("--array=0-{}", list.len() - 1),
+    ];
+    if matches!(backend, BackendKind::Cuda | BackendKind::TchCuda) {
+        directives.push("--gres=gpu:1".into());
+    }
+    directives.push(format!("--output={}/slurm-%A_%a.log", out.display()));
+    directives.extend(sbatch.iter().cloned());
+    let directives: String = directives
+        .iter()
+        .map(|d| format!("#SBATCH {d}\n"))
         .collect();
     format!(
         "#!/usr/bin/env bash\n\
          # The grid as a Slurm job array: one cell per array task, all sharing {out}.\n\
          # Submit: sbatch {out}/slurm.sh; then gather: cargo xtask experiment all-orders --preset {preset} --out {out}\n\
-         #SBATCH --job-name=ril-grid\n#SBATCH --array=0-{last}\n#SBATCH --gres=gpu:1\n#SBATCH --output={out}/slurm-%A_%a.log\n\
+         {directives}\
          set -euo pipefail\nCELLS=({cells})\nIFS=: read -r METHOD ORDER <<< \"${{CELLS[$SLURM_ARRAY_TASK_ID]}}\"\n\
          cd {root}\ncargo xtask experiment order \"$ORDER\" --method \"$METHOD\" --preset {preset} --out {out}\n",
         out = out.display(),
         preset = name_of(&preset),
-        last = list.len() - 1,
         cells = list.join(" "),
         root = root.display(),
     )

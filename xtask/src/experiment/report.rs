@@ -233,8 +233,8 @@ pub fn parse_results(v: &Value) -> Result<(Cells, Models)> {
     Ok((cells, models))
 }
 
-/// Writes DIR/results.json, table3.{md,csv}, table6.md (with a joint model) and the plots, and
-/// prints table3.
+/// Writes DIR/results.json, table3.{md,csv}, table6.md (with a joint model), the plots and
+/// report.html, and prints table3.
 pub fn write_grid_report(
     out: &Path,
     cells: &[(String, Stages)],
@@ -258,6 +258,8 @@ pub fn write_grid_report(
     )?;
     sd_model::write_atomic(&out.join("table3.csv"), r.table3_csv.as_bytes())?;
     crate::plots::write(out, cells, &metrics())?;
+    let ids: Vec<String> = cells.iter().map(|(id, _)| id.clone()).collect();
+    super::html::write_grid_report(out, &r.table3_md, r.table6_md.as_deref(), &ids)?;
     println!("{}", r.table3_md);
     Ok(())
 }
@@ -271,8 +273,8 @@ pub const EXTRA_MODELS: [(&str, &str); 5] = [
     ("joint", "single-J/eval"),
 ];
 
-/// Re-renders DIR's tables from the evaluation results of its finished cells (those with a
-/// table2.md) and of whichever models without a sequence it holds.
+/// Re-renders DIR's tables and reports from the evaluation results of its finished cells (those
+/// with a table2.md) and of whichever models without a sequence it holds.
 pub fn rerender(dir: &Path) -> Result<()> {
     let mut cells = Vec::new();
     for method in METHODS {
@@ -287,6 +289,7 @@ pub fn rerender(dir: &Path) -> Result<()> {
                 stages.push((format!("+{l}"), read_result(&stage_dir(&cell, k + 1))?));
             }
             write_stage_tables(&cell, &id, &stages)?;
+            super::html::write_cell_report(&cell, &id)?;
             cells.push((id, stages));
         }
     }
