@@ -88,6 +88,8 @@ fn the_grid_report_is_self_contained_and_renders_every_table_and_figure() {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // Containers often have a small /dev/shm, which crashes Chromium's renderer.
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--window-size=390,844",
             "--virtual-time-budget=5000",
