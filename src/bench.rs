@@ -92,9 +92,7 @@ fn name(v: impl ValueEnum) -> String {
 
 impl Args {
     pub fn validate(&self) -> Result<(), String> {
-        if self.dtype == Dtype::Bf16
-            && !matches!(self.backend, BackendKind::Cuda | BackendKind::TchCuda)
-        {
+        if self.dtype == Dtype::Bf16 && !self.backend.on_gpu() {
             return Err(
                 "--dtype bf16 needs --backend cuda or tch-cuda (the CPU backends run f32)"
                     .to_string(),

@@ -27,6 +27,11 @@ impl BackendKind {
         BackendKind::TchCuda,
     ];
 
+    /// Whether it computes on a GPU (cuda, tch-cuda).
+    pub fn on_gpu(self) -> bool {
+        matches!(self, BackendKind::Cuda | BackendKind::TchCuda)
+    }
+
     /// The name on the command line and in configs.
     pub fn name(self) -> &'static str {
         match self {

@@ -169,7 +169,7 @@ pub fn slurm_script(
         "--job-name=ril-grid".to_string(),
         format!("--array=0-{}", list.len() - 1),
     ];
-    if matches!(backend, BackendKind::Cuda | BackendKind::TchCuda) {
+    if backend.on_gpu() {
         directives.push("--gres=gpu:1".into());
     }
     directives.push(format!("--output={}/slurm-%A_%a.log", out.display()));
