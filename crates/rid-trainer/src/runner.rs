@@ -398,7 +398,6 @@ pub fn run<B: AutodiffBackend>(
     let mut retrained = false;
     // TensorBoard's copy of the step lines, opened at the first step this invocation trains.
     let mut events: Option<EventWriter> = None;
-    let mut steps_before = 0;
 
     for (k, task) in config.tasks.iter().enumerate() {
         let dir = task_dir(&run_dir, k, &task.name);
@@ -461,7 +460,6 @@ pub fn run<B: AutodiffBackend>(
                 dir.join("lora.safetensors").display()
             );
             final_rewards.push(f64::NAN);
-            steps_before += total;
             continue;
         }
         // lora_A from the run's own generator, so that a resumed run initialises later tasks
@@ -537,7 +535,12 @@ pub fn run<B: AutodiffBackend>(
                 events = Some(EventWriter::create(&run_dir.join("tb"))?);
             }
             if let Some(w) = events.as_mut() {
-                w.scalars((steps_before + step) as i64, &event_values(task, &rec))?;
+                // The run's step count across tasks: the steps of the tasks before this one.
+                let before: usize = config.tasks[..k]
+                    .iter()
+                    .map(|t| t.epochs * t.steps_per_epoch)
+                    .sum();
+                w.scalars((before + step) as i64, &event_values(task, &rec))?;
             }
             bar.set_message(format!(
                 "epoch {}/{} loss {:.4} reward {:.4} {:.2} samples/s",
@@ -561,7 +564,6 @@ pub fn run<B: AutodiffBackend>(
             eprintln!("{}", profile_summary(k, &task.name, &phases));
         }
         unet = trainer.into_unet();
-        steps_before += total;
         reward_cache.insert(task.reward.name(), reward);
         final_rewards.push(last_mean);
     }
