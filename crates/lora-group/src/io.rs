@@ -413,6 +413,15 @@ impl LoraFile {
     }
 }
 
+/// A safetensors file's `__metadata__` (empty when it has none or the header does not parse;
+/// the tensors' own parse reports that).
+pub fn file_metadata(bytes: &[u8]) -> HashMap<String, String> {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .unwrap_or_default()
+}
+
 /// Reads a peft/diffusers LoRA file. Keys may carry the `prefix.` (e.g. `unet.`) or not. Errors
 /// name the file and the key: a key that is not a LoRA weight, a layer with one half of its pair,
 /// ranks that disagree with each other or with the metadata.
@@ -421,10 +430,7 @@ pub fn read_lora(path: &Path, prefix: &str) -> Result<LoraFile> {
         std::fs::read(path).with_context(|| format!("cannot read LoRA file {}", path.display()))?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
-    let metadata: HashMap<String, String> = SafeTensors::read_metadata(&bytes)
-        .ok()
-        .and_then(|(_, m)| m.metadata().clone())
-        .unwrap_or_default();
+    let metadata = file_metadata(&bytes);
     crate::checksum::verify(path, &file, &metadata)?;
     let (meta_rank, meta_alpha) = metadata_config(&metadata, prefix, path)?;
     let display = path.display();

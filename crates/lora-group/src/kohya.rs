@@ -75,11 +75,7 @@ pub fn read(path: &Path, layers: &[String]) -> Result<LoraFile> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {display}"))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{display} is not a valid safetensors file: {e}"))?;
-    let metadata = SafeTensors::read_metadata(&bytes)
-        .ok()
-        .and_then(|(_, m)| m.metadata().clone())
-        .unwrap_or_default();
-    crate::checksum::verify(path, &st, &metadata)?;
+    crate::checksum::verify(path, &st, &crate::io::file_metadata(&bytes))?;
     let by_name: BTreeMap<String, &String> = layers.iter().map(|l| (module_name(l), l)).collect();
     let mut parts: BTreeMap<&String, [Option<TensorData>; 3]> = BTreeMap::new();
     let mut conv = BTreeSet::new();
