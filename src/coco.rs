@@ -159,18 +159,6 @@ pub fn draw(annotations: &Path, count: usize, seed: u64) -> Result<Vec<Pair>> {
         .collect())
 }
 
-/// The image centre-cropped to a square and resized to `size` (Catmull-Rom, i.e. bicubic).
-pub fn square(img: &image::RgbImage, size: u32) -> image::RgbImage {
-    let (w, h) = img.dimensions();
-    let side = w.min(h);
-    let crop =
-        image::imageops::crop_imm(img, (w - side) / 2, (h - side) / 2, side, side).to_image();
-    if side == size {
-        return crop;
-    }
-    image::imageops::resize(&crop, size, size, image::imageops::FilterType::CatmullRom)
-}
-
 pub fn run(a: &CocoArgs) -> Result<()> {
     if a.out.exists() {
         bail!("--out {}: exists (refusing to overwrite)", a.out.display());
@@ -201,7 +189,7 @@ pub fn run(a: &CocoArgs) -> Result<()> {
                 .with_context(|| format!("{what} is not a readable image"))?
                 .to_rgb8();
             let name = format!("{i:0digits$}.png");
-            square(&img, a.size)
+            pretrain::data::fit(&img, a.size)
                 .save(tmp.join(&name))
                 .with_context(|| format!("cannot write {}", tmp.join(&name).display()))?;
             let line = serde_json::json!({

@@ -79,7 +79,9 @@ pub fn images_tensor<B: Backend>(
     )
 }
 
-fn fit(img: &RgbImage, size: u32) -> std::borrow::Cow<'_, RgbImage> {
+/// `img` centre-cropped to a square and resized to `size`×`size` (Catmull-Rom, i.e. bicubic);
+/// borrowed when it already is that size.
+pub fn fit(img: &RgbImage, size: u32) -> std::borrow::Cow<'_, RgbImage> {
     let (w, h) = img.dimensions();
     if w == size && h == size {
         return std::borrow::Cow::Borrowed(img);
