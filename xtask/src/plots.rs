@@ -1,7 +1,7 @@
 //! Plots of a grid (SVG, with plotters): each metric across stages for every cell, and the
 //! training reward of every cell over its optimiser steps (from the runs' metrics.jsonl).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
@@ -22,14 +22,15 @@ const COLORS: [RGBColor; 12] = [
     RGBColor(255, 215, 0),
 ];
 
-/// One chart of `series` (name, points) with a title and axis names, written to `path`.
+/// One chart of `series` (name, points) with a title and axis names, written to `path`; false
+/// (nothing written) when the series hold no point.
 fn chart(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-) -> Result<()> {
+) -> Result<bool> {
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
@@ -39,7 +40,7 @@ fn chart(
         y1 = y1.max(y);
     }
     if x0 > x1 {
-        return Ok(());
+        return Ok(false);
     }
     let pad = ((y1 - y0) * 0.05).max(1e-9);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
@@ -72,17 +73,19 @@ fn chart(
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     root.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(true)
 }
 
-/// DIR/plots/stages-METRIC.svg and DIR/plots/train-reward.svg.
+/// DIR/plots/stages-METRIC.svg and DIR/plots/train-reward.svg (those with points); returns the
+/// paths written, in that order.
 pub fn write(
     out: &Path,
     cells: &[(String, Vec<(String, EvalResult)>)],
     metrics: &[Metric],
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
     let dir = out.join("plots");
     std::fs::create_dir_all(&dir)?;
+    let mut written = Vec::new();
     for m in metrics {
         let series: Vec<(String, Vec<(f64, f64)>)> = cells
             .iter()
@@ -96,13 +99,10 @@ pub fn write(
             })
             .collect();
         let title = format!("{} after each task (stage 0 = base model)", m.name());
-        chart(
-            &dir.join(format!("stages-{}.svg", m.name())),
-            &title,
-            "stage",
-            m.name(),
-            &series,
-        )?;
+        let path = dir.join(format!("stages-{}.svg", m.name()));
+        if chart(&path, &title, "stage", m.name(), &series)? {
+            written.push(path);
+        }
     }
     let mut series = Vec::new();
     for (id, _) in cells {
@@ -118,11 +118,15 @@ pub fn write(
             .collect();
         series.push((id.clone(), pts));
     }
-    chart(
-        &dir.join("train-reward.svg"),
+    let path = dir.join("train-reward.svg");
+    if chart(
+        &path,
         "training reward of the current task, per step",
         "optimiser step (all tasks)",
         "reward",
         &series,
-    )
+    )? {
+        written.push(path);
+    }
+    Ok(written)
 }

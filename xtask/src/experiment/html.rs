@@ -6,7 +6,7 @@
 //! `data-viewport-width` on `<body>`), which the headless-Chromium test reads back.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -147,8 +147,8 @@ pub fn page(title: &str, sections: &[(String, String)]) -> String {
     out
 }
 
-/// The sections of one cell's folder: its table2.md, stages.png and config.toml (those present).
-pub fn cell_sections(dir: &Path, id: &str) -> Result<Vec<(String, String)>> {
+/// The section of one cell's folder: its table2.md, stages.png and config.toml (those present).
+pub fn cell_section(dir: &Path, id: &str) -> Result<(String, String)> {
     let mut body = String::new();
     let table = dir.join("table2.md");
     if table.is_file() {
@@ -167,21 +167,22 @@ pub fn cell_sections(dir: &Path, id: &str) -> Result<Vec<(String, String)>> {
     if config.is_file() {
         body.push_str(&text_details(&config, &format!("{id}/config.toml"))?);
     }
-    Ok(vec![(format!("Cell {id}"), body)])
+    Ok((format!("Cell {id}"), body))
 }
 
 /// Writes DIR/report.html for one cell.
 pub fn write_cell_report(dir: &Path, id: &str) -> Result<()> {
-    let html = page(&format!("ril: cell {id}"), &cell_sections(dir, id)?);
+    let html = page(&format!("ril: cell {id}"), &[cell_section(dir, id)?]);
     sd_model::write_atomic(&dir.join("report.html"), html.as_bytes())
 }
 
-/// Writes OUT/report.html for a grid: table 3 (and 6), the plots in OUT/plots, then each
-/// cell's section.
+/// Writes OUT/report.html for a grid: table 3 (and 6), the SVG `plots`, then each cell's
+/// section.
 pub fn write_grid_report(
     out: &Path,
     table3_md: &str,
     table6_md: Option<&str>,
+    plots: &[PathBuf],
     cells: &[String],
 ) -> Result<()> {
     let mut sections = vec![(
@@ -191,16 +192,8 @@ pub fn write_grid_report(
     if let Some(t6) = table6_md {
         sections.push(("Table 6: joint tuning vs RID".to_string(), markdown(t6)));
     }
-    let mut plots: Vec<std::path::PathBuf> = std::fs::read_dir(out.join("plots"))
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "svg"))
-                .collect()
-        })
-        .unwrap_or_default();
-    plots.sort();
     let mut body = String::new();
-    for p in &plots {
+    for p in plots {
         let name = p
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
@@ -211,7 +204,7 @@ pub fn write_grid_report(
         sections.push(("Plots".to_string(), body));
     }
     for id in cells {
-        sections.extend(cell_sections(&out.join(id), id)?);
+        sections.push(cell_section(&out.join(id), id)?);
     }
     let html = page("ril: the reward-sequence grid", &sections);
     sd_model::write_atomic(&out.join("report.html"), html.as_bytes())

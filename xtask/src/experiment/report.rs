@@ -257,9 +257,9 @@ pub fn write_grid_report(
         .as_bytes(),
     )?;
     sd_model::write_atomic(&out.join("table3.csv"), r.table3_csv.as_bytes())?;
-    crate::plots::write(out, cells, &metrics())?;
+    let plots = crate::plots::write(out, cells, &metrics())?;
     let ids: Vec<String> = cells.iter().map(|(id, _)| id.clone()).collect();
-    super::html::write_grid_report(out, &r.table3_md, r.table6_md.as_deref(), &ids)?;
+    super::html::write_grid_report(out, &r.table3_md, r.table6_md.as_deref(), &plots, &ids)?;
     println!("{}", r.table3_md);
     Ok(())
 }
