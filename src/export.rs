@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use lora_group::io::{FileDtype, LoraFile, read_lora, safetensors_bytes_as};
+use lora_group::io::{FileDtype, LoraFile, read_lora};
 use sd_model::backend::BackendKind;
 use sd_model::save::{module_tensors_with, unet_file_shape};
 
@@ -204,7 +204,7 @@ fn merged_unet<B: Backend>(
     let tensors = module_tensors_with(&unet, "", &unet_file_shape(config.use_linear_projection))?;
     let mut metadata = sources(loras);
     metadata.insert("format".into(), "pt".into());
-    let weights = safetensors_bytes_as(&tensors, &metadata, dtype)
+    let weights = lora_group::checksum::bytes_with_checksum(&tensors, &metadata, dtype)
         .with_context(|| format!("cannot write the merged UNet {}", out.display()))?;
     let config_bytes = std::fs::read(&config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;

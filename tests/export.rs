@@ -234,6 +234,23 @@ fn the_merged_unet_folder_gives_the_lora_adapted_output() {
         "the pairs move the output"
     );
     assert_close("merged unet", &forward(&merged), &expected, 0.0, 1e-5);
+    // The merged file records its tensors' checksum, and a byte changed in its data (the last
+    // byte: a tensor value, not the header) is refused by name when it is loaded again.
+    let weights = out.join("diffusion_pytorch_model.safetensors");
+    assert!(merged_file.metadata("ril_sha256").is_some());
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let good = bytes.clone();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    let err = load_unet::<B>(&out, &Default::default())
+        .expect_err("a damaged merged UNet is refused")
+        .to_string();
+    assert!(
+        err.contains("diffusion_pytorch_model.safetensors is corrupt")
+            && err.contains("ril_sha256"),
+        "{err}"
+    );
+    std::fs::write(&weights, &good).unwrap();
     // A second export replaces the earlier one; a folder holding anything else is not replaced.
     std::fs::write(out.join("notes.txt"), b"mine").unwrap();
     let (ok, _, err) = ril(&[

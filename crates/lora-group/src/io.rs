@@ -143,13 +143,14 @@ pub enum FileDtype {
 
 /// Serialises f32 tensors as safetensors with a deterministic header (tensors and metadata in
 /// key order; the `safetensors` crate writes metadata in hash order, so equal contents could give
-/// different bytes) and writes the file atomically.
+/// different bytes) with the tensors' checksum ([`crate::checksum`]; ril's readers verify it) and
+/// writes the file atomically.
 pub fn write_safetensors(
     path: &Path,
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    write_atomic(path, &safetensors_bytes(tensors, metadata)?)
+    write_atomic(path, &encode(tensors, metadata, FileDtype::F32, true)?)
 }
 
 /// The bytes [`write_safetensors`] writes.
@@ -167,19 +168,25 @@ pub fn safetensors_bytes_as(
     metadata: &BTreeMap<String, String>,
     dtype: FileDtype,
 ) -> Result<Vec<u8>> {
+    encode(tensors, metadata, dtype, false)
+}
+
+/// The safetensors bytes of `tensors` as `dtype` with `metadata`, plus, when `checksum`, the
+/// tensors' SHA-256 ([`crate::checksum::KEY`]) hashed from the same data bytes that are written.
+pub(crate) fn encode(
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    metadata: &BTreeMap<String, String>,
+    dtype: FileDtype,
+    checksum: bool,
+) -> Result<Vec<u8>> {
     let (name_of_dtype, width) = match dtype {
         FileDtype::F32 => ("F32", 4),
         FileDtype::F16 => ("F16", 2),
     };
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        let meta: serde_json::Map<String, Value> = metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        header.insert("__metadata__".into(), Value::Object(meta));
-    }
-    let mut offset = 0usize;
+    // The data section first (tensors in name order, as the header lists them).
+    let total: usize = tensors.values().map(|(_, v)| v.len() * width).sum();
+    let mut data = Vec::with_capacity(total);
+    let mut ranges = Vec::with_capacity(tensors.len());
     for (name, (shape, values)) in tensors {
         if shape.iter().product::<usize>() != values.len() {
             bail!(
@@ -187,26 +194,11 @@ pub fn safetensors_bytes_as(
                 values.len()
             );
         }
-        let end = offset + width * values.len();
-        header.insert(
-            name.clone(),
-            json!({ "dtype": name_of_dtype, "shape": shape, "data_offsets": [offset, end] }),
-        );
-        offset = end;
-    }
-    // serde_json's Map is ordered by key (no `preserve_order`), so the header is deterministic.
-    let mut text = Value::Object(header).to_string().into_bytes();
-    while !text.len().is_multiple_of(8) {
-        text.push(b' ');
-    }
-    let mut bytes = Vec::with_capacity(8 + text.len() + offset);
-    bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&text);
-    for (name, (_, values)) in tensors {
+        let start = data.len();
         match dtype {
             FileDtype::F32 => {
                 for v in values {
-                    bytes.extend_from_slice(&v.to_le_bytes());
+                    data.extend_from_slice(&v.to_le_bytes());
                 }
             }
             FileDtype::F16 => {
@@ -217,11 +209,43 @@ pub fn safetensors_bytes_as(
                             "tensor {name}: value {v} at flat index {i} is beyond float16's range (±65504)"
                         );
                     }
-                    bytes.extend_from_slice(&h.to_le_bytes());
+                    data.extend_from_slice(&h.to_le_bytes());
                 }
             }
         }
+        ranges.push((start, data.len()));
     }
+    let mut meta: serde_json::Map<String, Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if checksum {
+        let sum = crate::checksum::sha256_of(tensors.iter().zip(&ranges).map(
+            |((name, (shape, _)), &(a, b))| {
+                (name.as_str(), name_of_dtype, shape.as_slice(), &data[a..b])
+            },
+        ));
+        meta.insert(crate::checksum::KEY.into(), json!(sum));
+    }
+    let mut header = serde_json::Map::new();
+    if !meta.is_empty() {
+        header.insert("__metadata__".into(), Value::Object(meta));
+    }
+    for ((name, (shape, _)), (a, b)) in tensors.iter().zip(&ranges) {
+        header.insert(
+            name.clone(),
+            json!({ "dtype": name_of_dtype, "shape": shape, "data_offsets": [a, b] }),
+        );
+    }
+    // serde_json's Map is ordered by key (no `preserve_order`), so the header is deterministic.
+    let mut text = Value::Object(header).to_string().into_bytes();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut bytes = Vec::with_capacity(8 + text.len() + data.len());
+    bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&text);
+    bytes.extend_from_slice(&data);
     Ok(bytes)
 }
 

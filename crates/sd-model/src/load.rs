@@ -155,6 +155,13 @@ pub enum LoadError {
     },
     #[error("{} is not a valid safetensors file (truncated or corrupt?): {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// A file ril wrote whose tensors no longer give the SHA-256 its metadata records.
+    #[error("{}", lora_group::checksum::corrupt(path, found, stored))]
+    Checksum {
+        path: PathBuf,
+        found: String,
+        stored: String,
+    },
     #[error("{}: no tensor named `{key}`", path.display())]
     MissingKey { path: PathBuf, key: String },
     #[error("{}: tensor `{key}` has shape {found:?}, expected {expected}", path.display())]
@@ -256,6 +263,17 @@ impl SafetensorsFile {
             .and_then(|(_, m)| m.metadata().clone())
             .map(|m| m.into_iter().collect())
             .unwrap_or_default();
+        let metadata: BTreeMap<String, String> = metadata;
+        // Files ril wrote carry their tensors' checksum; others (diffusers', peft's) do not.
+        if let Some((found, stored)) =
+            lora_group::checksum::mismatch(&parsed, metadata.get(lora_group::checksum::KEY))
+        {
+            return Err(LoadError::Checksum {
+                path: path.to_path_buf(),
+                found,
+                stored,
+            });
+        }
         let base = bytes.as_ptr() as usize;
         let mut tensors = BTreeMap::new();
         for (name, view) in parsed.tensors() {

@@ -293,6 +293,57 @@ fn truncated_and_corrupt_files_are_named() {
 }
 
 #[test]
+fn files_ril_wrote_are_checked_against_their_recorded_checksum() {
+    // A UNet saved by ril (as `ril pretrain` writes its pipeline) records its tensors' SHA-256;
+    // loading it verifies that, so a byte damaged on disk is an error naming the file, not wrong
+    // weights. Files from other tools (the fixture, written by diffusers) carry none and load.
+    let dir = scratch("checksum");
+    std::fs::copy(fixture("tiny-sd/unet/config.json"), dir.join("config.json")).unwrap();
+    let unet = load_unet::<B>(&fixture("tiny-sd/unet"), &Default::default()).unwrap();
+    let config = sd_model::UNetConfig::from_file(&dir.join("config.json")).unwrap();
+    let file = dir.join("diffusion_pytorch_model.safetensors");
+    sd_model::save::save_module_with(
+        &unet,
+        &file,
+        "",
+        &Default::default(),
+        &sd_model::save::unet_file_shape(config.use_linear_projection),
+    )
+    .unwrap();
+    let saved = SafetensorsFile::open(&file).unwrap();
+    assert_eq!(saved.metadata("ril_sha256").map(|s| s.len()), Some(64));
+    assert!(
+        SafetensorsFile::open(&fixture("tiny-sd/unet/diffusion_pytorch_model.safetensors"))
+            .unwrap()
+            .metadata("ril_sha256")
+            .is_none()
+    );
+    let expected = unet_output(&fixture("tiny-sd/unet"));
+    assert_eq!(
+        unet_output(&dir),
+        expected,
+        "the saved UNet is the loaded one"
+    );
+    // One bit of the last tensor value changed.
+    let mut bytes = std::fs::read(&file).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(matches!(
+        SafetensorsFile::open(&file),
+        Err(LoadError::Checksum { path, .. }) if path == file
+    ));
+    let err = format!(
+        "{:#}",
+        load_unet::<B>(&dir, &Default::default()).err().unwrap()
+    );
+    assert!(
+        err.contains(&format!("{} is corrupt", file.display())) && err.contains("ril_sha256"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn unknown_block_type_names_file_and_type() {
     let dir = scratch("blocktype");
     let config = std::fs::read_to_string(fixture("tiny-sd/unet/config.json")).unwrap();
