@@ -93,7 +93,12 @@ pub struct VaePhase {
     pub lr_schedule: LrSchedule,
     #[serde(default)]
     pub weight_decay: f64,
-    /// Weight of the KL term against the per-image L1 reconstruction sum (LDM: 1e-6).
+    /// The per-pixel reconstruction error summed over each image: `"l1"` (the default; LDM's
+    /// `LPIPSWithDiscriminator` without its perceptual and GAN terms) or `"l2"` (squared error,
+    /// which weighs a wrong-coloured object's large errors above the background's small ones).
+    #[serde(default)]
+    pub reconstruction_loss: ReconstructionLoss,
+    /// Weight of the KL term against the per-image reconstruction sum (LDM: 1e-6).
     #[serde(default = "default_kl")]
     pub kl_weight: f64,
     /// Global gradient-norm clip (none when absent).
@@ -104,6 +109,17 @@ pub struct VaePhase {
     /// starts the posterior nearly deterministic, where the tiny KL weight leaves it anyway).
     #[serde(default)]
     pub logvar_bias: f64,
+}
+
+/// The VAE's per-pixel reconstruction error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconstructionLoss {
+    /// `|x̂ - x|`.
+    #[default]
+    L1,
+    /// `(x̂ - x)²`.
+    L2,
 }
 
 /// The learning rate over a phase's steps after the warm-up.

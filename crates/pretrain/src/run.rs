@@ -22,7 +22,7 @@ use sd_model::unet::UNet2DConditionModel;
 use sd_model::vae::AutoencoderKL;
 use serde_json::json;
 
-use crate::config::{Models, PretrainConfig};
+use crate::config::{Models, PretrainConfig, ReconstructionLoss};
 use crate::data::{Source, batch_indices, draw_indices, images_tensor};
 use crate::ema::Ema;
 use crate::init::{Scheme, initialise, initialise_with};
@@ -240,11 +240,16 @@ pub fn run<AB: AutodiffBackend>(
             let eps: Tensor<AB, 4> = rng.tensor(dist.mean.dims(), device);
             let z = dist.mean.clone() + (dist.logvar.clone() * 0.5).exp() * eps;
             let rec = vae.decode(z);
-            let l1 = (rec - x).abs().sum() / b as f64;
+            let err = rec - x;
+            let l1 = err.clone().abs().sum() / b as f64;
+            let reconstruction = match phase.reconstruction_loss {
+                ReconstructionLoss::L1 => l1.clone(),
+                ReconstructionLoss::L2 => err.powf_scalar(2.0).sum() / b as f64,
+            };
             let kl = (dist.mean.powf_scalar(2.0) + dist.logvar.clone().exp() - 1.0 - dist.logvar)
                 .sum()
                 * (0.5 / b as f64);
-            let loss = l1.clone() + kl.clone() * phase.kl_weight;
+            let loss = reconstruction + kl.clone() * phase.kl_weight;
             let grads = loss.backward();
             let norm = grad_norm(&[&vae], &grads);
             opt.begin_step();

@@ -308,6 +308,58 @@ fn min_snr_weighting_is_the_plain_mean_when_gamma_exceeds_every_snr() {
     );
 }
 
+/// `reconstruction_loss = "l2"` trains the VAE on the squared error: the first step sees the
+/// same weights and batch as with L1 (so the same logged L1), but its loss is not the L1 sum
+/// (which the L1 run's loss is, with the KL term: 1e-6 of the logged KL), and the step moves the
+/// weights elsewhere (the second step's L1 differs).
+#[test]
+fn the_squared_error_reconstruction_loss_trains_the_vae_on_another_objective() {
+    let dir = ril_testkit::scratch("pretrain-l2");
+    let device = Default::default();
+    let run = |name: &str, loss: &str| {
+        let cfg = tiny_config(&dir, &|t| {
+            *t = t.replace(
+                "logvar_bias = -4.0",
+                &format!("logvar_bias = -4.0\nreconstruction_loss = \"{loss}\""),
+            );
+        });
+        let config = PretrainConfig::from_file(&cfg).unwrap();
+        let out = dir.join(name);
+        pretrain::run::<CpuAutodiff>(&config, &Squares, &out, &quiet(false, Some(2)), &device)
+            .unwrap();
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| {
+                let f = |k: &str| v[k].as_f64().unwrap();
+                (f("l1_per_pixel"), f("loss"), f("kl"))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (l1, l2) = (run("l1", "l1"), run("l2", "l2"));
+    let pixels = (3 * 16 * 16) as f64;
+    // f32 sums of 768 values per image: 1e-5 relative.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+    let (p, loss, kl) = l1[0];
+    assert!(close(loss, p * pixels + 1e-6 * kl), "{l1:?}");
+    assert!(close(l1[0].0, l2[0].0), "{l1:?} vs {l2:?}");
+    assert!(!close(l2[0].1, l2[0].0 * pixels + 1e-6 * l2[0].2), "{l2:?}");
+    assert!(!close(l1[1].0, l2[1].0), "{l1:?} vs {l2:?}");
+    // An unknown loss is refused by field.
+    let cfg = tiny_config(&dir, &|t| {
+        *t = t.replace(
+            "logvar_bias = -4.0",
+            "logvar_bias = -4.0\nreconstruction_loss = \"l3\"",
+        );
+    });
+    let err = format!("{:#}", PretrainConfig::from_file(&cfg).err().unwrap());
+    assert!(
+        err.contains("reconstruction_loss") && err.contains("l3"),
+        "{err}"
+    );
+}
+
 /// Offset noise shifts each (sample, channel) of the noise by one `offset · N(0, 1)` draw: over
 /// 64 x 4 = 256 such means of 16 x 16 = 256 values, plain noise has means of standard deviation
 /// 1/16 and noise with offset 1 has sqrt(1 + 1/256) ≈ 1.002. The sample standard deviation of
