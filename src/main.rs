@@ -16,6 +16,7 @@ mod export;
 mod fid;
 mod judge;
 mod pretrain;
+mod run_report;
 mod sample;
 mod score;
 mod soup;

@@ -1,5 +1,6 @@
-//! `ril train --config FILE [--resume] [--check]`: runs a task sequence with the baseline or RID;
-//! SIGINT or SIGTERM stops it after the step in progress, with a checkpoint to resume from.
+//! `ril train --config FILE [--resume] [--check]`: runs a task sequence with the baseline or RID
+//! and writes its report.html; SIGINT or SIGTERM stops it after the step in progress, with a
+//! checkpoint to resume from.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         None => e,
     })?;
     println!("run finished: {}", run_dir.display());
+    let report = crate::run_report::write(&run_dir, &config)?;
+    println!("report: {}", report.display());
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! `ril train` end to end: the tiny RID preset runs all three tasks, and a run killed with
 //! SIGKILL at any point and resumed with `--resume` ends with the same weights, bit for bit, as
 //! an uninterrupted run; so does one stopped by SIGINT/SIGTERM, failing on a full disk, or
-//! finding its newest checkpoint corrupt; a second run on a folder in use is refused.
+//! finding its newest checkpoint corrupt; a second run on a folder in use is refused; a finished
+//! run's report.html shows its tasks, curve and config.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -540,4 +541,42 @@ fn check_runs_the_runs_own_checks_and_a_missing_reward_file_leaves_no_run_folder
     );
     assert!(!out.exists(), "--check left a run folder");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_finished_run_has_a_self_contained_report_with_its_tasks_curve_and_config() {
+    let run = reference();
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    // One table (the tasks), one row per task with its reward, and the per-step curve inline.
+    assert_eq!(html.matches("<table>").count(), 1);
+    for name in ["aesthetic", "hps", "compress"] {
+        assert!(
+            html.contains(&format!("<td>{name}</td><td>{name}</td>")),
+            "{name}: {html}"
+        );
+    }
+    assert_eq!(html.matches("<svg").count(), 1);
+    assert!(run.join("plots/train-reward.svg").is_file());
+    // Every step of metrics.jsonl is counted in the table's steps column.
+    let steps: usize = html
+        .split("<tr>")
+        .skip(2)
+        .map(|row| {
+            let cells: Vec<&str> = row.split("<td>").collect();
+            cells[4].trim_end_matches("</td>").parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(steps, metrics(run).len());
+    // The config, escaped, and nothing fetched from elsewhere.
+    assert!(html.contains("config.json") && html.contains("&quot;hash&quot;"));
+    for attr in ["src=\"http", "href=\"http", "@import", "url(http"] {
+        assert!(!html.contains(attr), "the page fetches something: {attr}");
+    }
+    let Some(dom) = ril_testkit::render_in_chromium(&run.join("report.html")) else {
+        return;
+    };
+    let n = |name: &str| ril_testkit::dom_number(&dom, name);
+    assert_eq!(n("data-tables"), 1);
+    assert_eq!(n("data-svgs"), 1, "the curve did not render");
+    assert!(n("data-page-width") <= n("data-viewport-width"));
 }

@@ -6,7 +6,6 @@
 //! RIL_REQUIRE_CHROMIUM=1, making its absence a failure); elsewhere that part says it is skipped.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use xtask::experiment::report::{parse_results, write_grid_report, write_stage_tables};
@@ -33,14 +32,6 @@ fn grid(dir: &Path) -> (PathBuf, Vec<String>) {
     std::fs::write(cell.join("config.toml"), "seed = 0\n# <not a tag> & more\n").unwrap();
     write_grid_report(&out, &cells, &models).unwrap();
     (out, cells.iter().map(|(id, _)| id.clone()).collect())
-}
-
-fn chromium() -> Option<PathBuf> {
-    let from_env = std::env::var_os("RIL_CHROMIUM").map(PathBuf::from);
-    from_env
-        .into_iter()
-        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from))
-        .find(|p| p.is_file())
 }
 
 #[test]
@@ -73,44 +64,10 @@ fn the_grid_report_is_self_contained_and_renders_every_table_and_figure() {
     }
     assert!(html.contains("name=\"viewport\""));
 
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var_os("RIL_REQUIRE_CHROMIUM").is_none(),
-            "RIL_REQUIRE_CHROMIUM is set but no chromium was found"
-        );
-        eprintln!(
-            "no chromium (/usr/bin/chromium or RIL_CHROMIUM): the rendered checks are skipped"
-        );
+    let Some(dom) = ril_testkit::render_in_chromium(&out.join("report.html")) else {
         return;
     };
-    let o = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            // Containers often have a small /dev/shm, which crashes Chromium's renderer.
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--window-size=390,844",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-        ])
-        .arg(format!("file://{}", out.join("report.html").display()))
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let attr = |name: &str| -> usize {
-        let key = format!("{name}=\"");
-        let at = dom.find(&key).unwrap_or_else(|| {
-            panic!(
-                "the rendered page has no {name}: {}",
-                &dom[..dom.len().min(400)]
-            )
-        });
-        let rest = &dom[at + key.len()..];
-        rest[..rest.find('"').unwrap()].parse().unwrap()
-    };
+    let attr = |name: &str| ril_testkit::dom_number(&dom, name);
     assert_eq!(attr("data-tables"), tables);
     assert_eq!(attr("data-images"), 1);
     assert_eq!(

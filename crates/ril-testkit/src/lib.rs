@@ -1,6 +1,7 @@
 //! Helpers shared by ril's tests (a dev-dependency only): element-wise comparison with a
 //! relative tolerance and an absolute floor on the tensor's scale, the parity scripts' portable
-//! generator (SplitMix64, 24-bit uniforms, Irwin–Hall normals), scratch folders.
+//! generator (SplitMix64, 24-bit uniforms, Irwin–Hall normals), scratch folders, and rendering
+//! a report.html in headless Chromium.
 
 use std::path::{Path, PathBuf};
 
@@ -138,6 +139,62 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+/// The DOM of `page` (a local HTML file) as headless Chromium renders it at a phone's width
+/// (390 px asked; headless Chromium's narrowest window is 500 px), after its scripts ran. `None`
+/// when no Chromium is installed (`/usr/bin/chromium`, `/usr/bin/chromium-browser` or
+/// `RIL_CHROMIUM`), which fails instead when `RIL_REQUIRE_CHROMIUM` is set (CI installs Debian's).
+pub fn render_in_chromium(page: &Path) -> Option<String> {
+    let from_env = std::env::var_os("RIL_CHROMIUM").map(PathBuf::from);
+    let Some(chromium) = from_env
+        .into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from))
+        .find(|p| p.is_file())
+    else {
+        assert!(
+            std::env::var_os("RIL_REQUIRE_CHROMIUM").is_none(),
+            "RIL_REQUIRE_CHROMIUM is set but no chromium was found"
+        );
+        eprintln!(
+            "no chromium (/usr/bin/chromium or RIL_CHROMIUM): the rendered checks are skipped"
+        );
+        return None;
+    };
+    let o = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            // Containers often have a small /dev/shm, which crashes Chromium's renderer.
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--window-size=390,844",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The number an attribute `name="N"` holds in a rendered DOM (report.html's script records
+/// `data-tables`, `data-images`, `data-images-loaded`, `data-svgs`, `data-page-width` and
+/// `data-viewport-width` on its body).
+pub fn dom_number(dom: &str, name: &str) -> usize {
+    let key = format!("{name}=\"");
+    let at = dom.find(&key).unwrap_or_else(|| {
+        panic!(
+            "the rendered page has no {name}: {}",
+            &dom[..dom.len().min(400)]
+        )
+    });
+    let rest = &dom[at + key.len()..];
+    rest[..rest.find('"').expect("a closing quote")]
+        .parse()
+        .expect("a number")
 }
 
 #[cfg(test)]
