@@ -1,6 +1,8 @@
 //! End-to-end tests of `ril data shapes` and `ril judge`: the written folder is the toy world's
 //! items in the imagefolder layout, the same flags write the same bytes, bad flags and an
-//! occupied --out are refused naming the flag, and `ril judge eval` reads the committed judge.
+//! occupied --out are refused naming the flag, and `ril judge eval` reads the committed judge;
+//! the committed toy pipeline samples deterministically and the judge reads its recorded
+//! caption following.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -199,5 +201,127 @@ fn help_lists_data_and_judge_and_documents_their_flags() {
         for f in flags {
             assert!(help.contains(f), "{args:?} lacks {f}: {help}");
         }
+    }
+}
+
+/// The committed toy base model (data/toy/pipeline, written by `ril pretrain --config
+/// configs/toy/pretrain.toml`).
+fn toy_pipeline() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/toy/pipeline")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/toy")
+        .join(name)
+}
+
+/// The captions of the sampling test: two held-out-style captions the README's grid also shows.
+const CAPTIONS: [&str; 2] = [
+    "a large red circle in the centre, on a blue background",
+    "a small yellow triangle on the left, on a black background",
+];
+
+fn sample_toy(out: &Path) -> Output {
+    let mut args = vec!["sample", "--model"];
+    let model = toy_pipeline();
+    args.push(&model);
+    for c in &CAPTIONS {
+        args.extend(["--prompt", c]);
+    }
+    args.extend([
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--steps",
+        "20",
+        "--guidance",
+        "7.5",
+        "--seed",
+        "0",
+        "--out",
+    ]);
+    args.push(out.to_str().unwrap());
+    ril(&args)
+}
+
+#[test]
+fn the_committed_toy_pipeline_loads_and_samples_deterministically() {
+    let dir = scratch("toy-pipeline-sample");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for out in [&a, &b] {
+        let o = sample_toy(out);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    for i in 0..CAPTIONS.len() {
+        let name = format!("{i:03}.png");
+        let first = std::fs::read(a.join(&name)).unwrap();
+        assert_eq!(first, std::fs::read(b.join(&name)).unwrap(), "{name}");
+        // Against the images this build wrote when the pipeline was committed
+        // (tests/fixtures/toy/README.md): equal up to 2/255, the parity bound, since another
+        // CPU's kernels may round the f32 sums of 20 guided DDIM steps differently.
+        let got = image::load_from_memory(&first).unwrap().to_rgb8();
+        let want = image::open(fixture(&format!("sample-{name}")))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(got.dimensions(), (64, 64));
+        let worst = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap();
+        assert!(worst <= 2, "{name}: {worst}/255 from the recorded image");
+    }
+}
+
+#[test]
+fn the_judge_reads_the_recorded_caption_following_of_the_committed_pipeline() {
+    // A property of the committed weights: 48 held-out captions, guidance 7.5, 20 DDIM steps,
+    // judged by the committed judge, give the counts recorded in tests/fixtures/toy/follow-48.json.
+    let dir = scratch("toy-pipeline-follow");
+    let json = dir.join("follow.json");
+    let judge = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/toy/judge");
+    let o = ril(&[
+        "judge",
+        "pipeline",
+        "--model",
+        &toy_pipeline(),
+        "--judge",
+        judge.to_str().unwrap(),
+        "--count",
+        "48",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let got: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("follow-48.json")).unwrap()).unwrap();
+    for column in ["generated", "real", "reconstructed"] {
+        for attr in ["shape", "colour", "size", "position", "background"] {
+            let g = got[column]["correct"][attr].as_i64().unwrap();
+            let w = want[column]["correct"][attr].as_i64().unwrap();
+            // The images may differ by a rounding step on another CPU (see the sampling test);
+            // a verdict at the judge's boundary can then flip, so one image either way.
+            assert!(
+                (g - w).abs() <= 1,
+                "{column} {attr}: {g} of 48 right, {w} recorded"
+            );
+        }
+    }
+    // And the recorded counts are of a model that follows its captions' colour, size and
+    // background (at least 90 % right; chance is 25-52 % here). Shape (65 %) and position (at
+    // chance) it does not follow yet: data/toy/pipeline/README.md.
+    for attr in ["colour", "size", "background"] {
+        let w = want["generated"]["correct"][attr].as_i64().unwrap();
+        assert!(w * 100 >= 90 * 48, "{attr}: {w} of 48 recorded");
     }
 }
