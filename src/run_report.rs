@@ -11,37 +11,42 @@ use anyhow::{Context, Result};
 use rid_trainer::TrainConfig;
 use ril_metrics::html::{markdown, page, svg_figure, text_details};
 
-/// One task's lines of metrics.jsonl, summed up.
+/// One epoch's lines of metrics.jsonl, summed up.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct EpochSums {
+    reward: f64,
+    loss: f64,
+    distill: f64,
+    lines: usize,
+}
+
+/// One task's lines of metrics.jsonl.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct TaskLog {
-    steps: usize,
     seconds: f64,
-    /// Per epoch: (reward sum, loss sum, distillation sum, lines).
-    epochs: BTreeMap<u64, (f64, f64, f64, usize)>,
+    epochs: BTreeMap<u64, EpochSums>,
+    /// The training reward of each step: (the line's position in the log, reward).
+    curve: Vec<(f64, f64)>,
 }
 
 impl TaskLog {
-    fn epoch_mean(&self, last: bool, field: usize) -> Option<f64> {
+    /// The mean of `field` over the first (or the last) epoch's steps.
+    fn epoch_mean(&self, last: bool, field: fn(&EpochSums) -> f64) -> Option<f64> {
         let (_, e) = if last {
             self.epochs.iter().next_back()?
         } else {
             self.epochs.iter().next()?
         };
-        let sum = [e.0, e.1, e.2][field];
-        Some(sum / e.3 as f64)
+        Some(field(e) / e.lines as f64)
     }
 }
 
-/// Each task's training reward per step: (the line's position in the log, reward).
-type Curves = BTreeMap<usize, Vec<(f64, f64)>>;
-
-/// Reads RUN/metrics.jsonl: each task's summary and the training reward per step across tasks.
-/// A line that does not parse is an error naming the line.
-fn read_log(path: &Path) -> Result<(BTreeMap<usize, TaskLog>, Curves)> {
+/// Reads RUN/metrics.jsonl: each task's lines, summed up per epoch, and its reward curve. A
+/// line that does not parse is an error naming the line.
+fn read_log(path: &Path) -> Result<BTreeMap<usize, TaskLog>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut tasks: BTreeMap<usize, TaskLog> = BTreeMap::new();
-    let mut curves: Curves = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{} line {}: not a JSON object", path.display(), i + 1))?;
@@ -50,25 +55,23 @@ fn read_log(path: &Path) -> Result<(BTreeMap<usize, TaskLog>, Curves)> {
                 .as_f64()
                 .with_context(|| format!("{} line {}: no number `{name}`", path.display(), i + 1))
         };
-        let task = field("task")? as usize;
         let (reward, loss) = (field("reward_mean")?, field("loss")?);
-        let t = tasks.entry(task).or_default();
-        t.steps += 1;
+        let t = tasks.entry(field("task")? as usize).or_default();
         t.seconds += v["time_s"].as_f64().unwrap_or(0.0);
+        t.curve.push((i as f64, reward));
         let e = t.epochs.entry(field("epoch")? as u64).or_default();
-        e.0 += reward;
-        e.1 += loss;
-        e.2 += v["distill"].as_f64().unwrap_or(0.0);
-        e.3 += 1;
-        curves.entry(task).or_default().push((i as f64, reward));
+        e.reward += reward;
+        e.loss += loss;
+        e.distill += v["distill"].as_f64().unwrap_or(0.0);
+        e.lines += 1;
     }
-    Ok((tasks, curves))
+    Ok(tasks)
 }
 
 /// Writes RUN/plots/train-reward.svg and RUN/report.html for the finished run of `config` in
 /// `run`; returns the report's path.
 pub fn write(run: &Path, config: &TrainConfig) -> Result<PathBuf> {
-    let (tasks, curves) = read_log(&run.join("metrics.jsonl"))?;
+    let tasks = read_log(&run.join("metrics.jsonl"))?;
     let mut table = String::from(
         "| task | name | reward | steps | reward, first epoch | reward, last epoch | loss, last epoch | distill, last epoch | time (s) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -80,11 +83,11 @@ pub fn write(run: &Path, config: &TrainConfig) -> Result<PathBuf> {
             "| {k} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
             task.name,
             task.reward.name(),
-            log.steps,
-            num(log.epoch_mean(false, 0)),
-            num(log.epoch_mean(true, 0)),
-            num(log.epoch_mean(true, 1)),
-            num(log.epoch_mean(true, 2)),
+            log.curve.len(),
+            num(log.epoch_mean(false, |e| e.reward)),
+            num(log.epoch_mean(true, |e| e.reward)),
+            num(log.epoch_mean(true, |e| e.loss)),
+            num(log.epoch_mean(true, |e| e.distill)),
             log.seconds
         );
     }
@@ -106,7 +109,7 @@ pub fn write(run: &Path, config: &TrainConfig) -> Result<PathBuf> {
         .map(|(k, t)| {
             (
                 format!("task {k} ({})", t.name),
-                curves.get(&k).cloned().unwrap_or_default(),
+                tasks.get(&k).map(|t| t.curve.clone()).unwrap_or_default(),
             )
         })
         .collect();
