@@ -1,6 +1,9 @@
 //! Finding a model: a local diffusers folder, or a hub repo id resolved in the Hugging Face cache
 //! (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub) and, unless HF_HUB_OFFLINE is set,
-//! downloaded with hf-hub.
+//! downloaded with hf-hub and verified.
+
+pub mod asset;
+pub mod download;
 
 use std::path::{Path, PathBuf};
 
@@ -76,15 +79,39 @@ pub fn cached_snapshot(cache: &Path, repo_id: &str) -> Option<PathBuf> {
     (dirs.len() == 1).then(|| dirs.remove(0))
 }
 
-/// A local folder as it is; a repo id from the cache, downloading missing pipeline files unless
-/// HF_HUB_OFFLINE is set.
+/// The files of a transformers CLIPModel that the aesthetic reward and the CLIP score read.
+pub const CLIP_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// The fp16 variant diffusers offers for a component's weights file (`unet/X.safetensors` →
+/// `unet/X.fp16.safetensors`); `None` for other files.
+pub fn fp16_variant(file: &str) -> Option<String> {
+    let stem = file.strip_suffix(".safetensors")?;
+    (file.contains('/') && !stem.ends_with(".fp16")).then(|| format!("{stem}.fp16.safetensors"))
+}
+
+/// Whether `file` (or, with `fp16`, its fp16 variant) is in the folder `dir`.
+fn present(dir: &Path, file: &str, fp16: bool) -> bool {
+    dir.join(file).exists() || (fp16 && fp16_variant(file).is_some_and(|v| dir.join(v).exists()))
+}
+
+/// A local folder as it is; a repo id from the cache, downloading missing pipeline files (the fp16
+/// variant of the weights where the repo has one) unless HF_HUB_OFFLINE is set.
 pub fn resolve_model(source: &str) -> Result<PathBuf> {
-    resolve_repo(source, PIPELINE_FILES)
+    resolve(source, PIPELINE_FILES, true)
 }
 
 /// A local path as it is (file or folder); a repo id from the cache with `files` present,
 /// downloading missing ones unless HF_HUB_OFFLINE is set. Returns the snapshot folder.
 pub fn resolve_repo(source: &str, files: &[&str]) -> Result<PathBuf> {
+    resolve(source, files, false)
+}
+
+fn resolve(source: &str, files: &[&str], fp16: bool) -> Result<PathBuf> {
     let path = Path::new(source);
     if path.exists() {
         return Ok(path.to_path_buf());
@@ -93,38 +120,86 @@ pub fn resolve_repo(source: &str, files: &[&str]) -> Result<PathBuf> {
         bail!("{source} does not exist (and is not a hub repo id owner/name)");
     }
     let var = |k: &str| std::env::var(k).ok();
-    let cache = cache_dir(var).context("cannot find the Hugging Face cache: set HF_HOME")?;
-    if let Some(dir) = cached_snapshot(&cache, source)
-        && (files.iter().all(|f| dir.join(f).exists()) || offline(var))
-    {
+    if let Some(dir) = cached_repo(source, files, fp16) {
         return Ok(dir);
     }
     if offline(var) {
+        let cache = cache_dir(var).context("cannot find the Hugging Face cache: set HF_HOME")?;
         bail!(
-            "{source} is not in the hub cache {} and HF_HUB_OFFLINE is set",
+            "{source} is not in the hub cache {} and HF_HUB_OFFLINE is set (run `ril fetch` first)",
             cache.display()
         );
     }
-    download(source, &cache, files)
+    let client = download::Client::from_env()?;
+    let plan = plan_repo(&client, source, files, fp16)?;
+    for (file, remote) in &plan.files {
+        client.fetch_hub(file, remote)?;
+    }
+    Ok(plan.snapshot)
 }
 
-fn download(repo_id: &str, cache: &Path, files: &[&str]) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::ApiBuilder::new()
-        .with_cache_dir(cache.to_path_buf())
-        .with_progress(true)
-        .build()
-        .context("cannot start the hub client")?;
-    let repo = api.model(repo_id.to_string());
-    let mut snapshot = None;
+/// The cached snapshot of `repo` if every one of `files` is in it.
+pub fn cached_repo(repo: &str, files: &[&str], fp16: bool) -> Option<PathBuf> {
+    let cache = cache_dir(|k| std::env::var(k).ok())?;
+    let dir = cached_snapshot(&cache, repo)?;
+    files.iter().all(|f| present(&dir, f, fp16)).then_some(dir)
+}
+
+/// What fetching a repo's files at its `main` means: the commit `main` is at, and each file (the
+/// fp16 variant where asked for and offered) with what the hub says of it.
+pub struct RepoPlan {
+    pub snapshot: PathBuf,
+    pub files: Vec<(asset::HubFile, download::Remote)>,
+}
+
+/// Asks the hub for each of `files` of `repo` (every file at the commit the first one resolved
+/// `main` to, so that one snapshot holds them all).
+pub fn plan_repo(
+    client: &download::Client,
+    repo: &str,
+    files: &[&str],
+    fp16: bool,
+) -> Result<RepoPlan> {
+    let mut revision = "main".to_string();
+    let mut out = Vec::new();
     for file in files {
-        let local = repo
-            .get(file)
-            .with_context(|| format!("cannot download {file} from {repo_id}"))?;
-        // The snapshot folder is the file's path minus the file's own relative path.
-        let depth = Path::new(file).components().count();
-        snapshot = local.ancestors().nth(depth).map(Path::to_path_buf);
+        let mut names: Vec<String> = Vec::new();
+        if fp16 && let Some(v) = fp16_variant(file) {
+            names.push(v);
+        }
+        names.push(file.to_string());
+        let mut found = None;
+        for name in &names {
+            let f = asset::HubFile {
+                revision: revision.clone(),
+                ..asset::HubFile::new(repo, name)
+            };
+            if let Some(r) = client.hub_metadata(&f)? {
+                found = Some((f, r));
+                break;
+            }
+        }
+        let (mut f, r) = found
+            .with_context(|| format!("{repo} has no file {} on the hub", names.join(" or ")))?;
+        revision = r.commit.clone();
+        if out.is_empty() {
+            // The first file names the branch, so that refs/main records the commit.
+            f.revision = "main".into();
+        }
+        out.push((f, r));
     }
-    snapshot.context("download gave no snapshot folder")
+    let commit = out
+        .first()
+        .map(|(_, r)| r.commit.clone())
+        .unwrap_or(revision);
+    let snapshot = asset::HubFile::new(repo, "")
+        .repo_dir(client.cache())
+        .join("snapshots")
+        .join(commit);
+    Ok(RepoPlan {
+        snapshot,
+        files: out,
+    })
 }
 
 #[cfg(test)]
