@@ -36,6 +36,7 @@ pub enum Command {
     Data(crate::data::DataArgs),
     Judge(crate::judge::JudgeArgs),
     Pretrain(crate::pretrain::PretrainArgs),
+    Fetch(crate::fetch::FetchArgs),
 }
 
 impl Command {
@@ -48,7 +49,8 @@ impl Command {
             | Command::Eval(_)
             | Command::Data(_)
             | Command::Judge(_)
-            | Command::Pretrain(_) => Ok(()),
+            | Command::Pretrain(_)
+            | Command::Fetch(_) => Ok(()),
             Command::Score(a) => a.validate(),
             Command::Soup(a) => a.validate(),
             Command::Export(a) => a.validate(),
@@ -77,6 +79,7 @@ impl Command {
             Command::Data(a) => crate::data::run(&a),
             Command::Judge(a) => crate::judge::run(&a),
             Command::Pretrain(a) => crate::pretrain::run(&a),
+            Command::Fetch(a) => crate::fetch::run(&a),
         }
     }
 }
@@ -124,6 +127,14 @@ pub fn one_of<T: Copy + Send + Sync + 'static>(
 /// its flag (clap's own String parser does not name it).
 pub fn text() -> impl TypedValueParser<Value = String> {
     OsStringValueParser::new().try_map(|s| s.into_string().map_err(|_| "not valid UTF-8"))
+}
+
+/// The value parser of a file reference: a path, `hf://owner/name[@revision]/file` or a URL.
+pub fn asset() -> impl TypedValueParser<Value = sd_model::hub::asset::Asset> {
+    text().try_map(|s| {
+        s.parse::<sd_model::hub::asset::Asset>()
+            .map_err(|e| format!("{e:#}"))
+    })
 }
 
 /// The value parser of a count that must be at least 1.

@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::ArgAction;
 use rid_trainer::TrainConfig;
 use rid_trainer::config::read_prompts;
 use ril_metrics::{EvalSpec, Metric, evaluate};
 use sd_model::StableDiffusion;
+use sd_model::hub::asset::Asset;
 
-use crate::cli::{at_least_one, one_of, text};
+use crate::cli::{asset, at_least_one, one_of, text};
 
 /// Generates a model's eval images from shared noise and scores them.
 ///
@@ -45,17 +46,19 @@ pub struct EvalArgs {
     pub grid_prompts: usize,
     /// FID: a folder of real images (its statistics are cached in the cache folder, see `ril
     /// fid --help`) or their statistics (FILE.npz, from `ril fid-stats` or pytorch-fid's
-    /// --save-stats); needs --fid-weights or --fid-hash-weights.
-    #[arg(long, value_name = "DIR|FILE.npz", requires = "fid_inception")]
+    /// --save-stats); needs Inception weights (--fid-weights, [eval] fid_weights or
+    /// --fid-hash-weights) [default: the config's eval.fid_reference].
+    #[arg(long, value_name = "DIR|FILE.npz")]
     pub fid_reference: Option<PathBuf>,
-    /// FID: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth).
-    #[arg(long, value_name = "FILE", group = "fid_inception")]
-    pub fid_weights: Option<PathBuf>,
+    /// FID: pytorch-fid's Inception weights (pt_inception-2015-12-05-6726825d.pth; a file,
+    /// hf:// file or its release URL) [default: the config's eval.fid_weights].
+    #[arg(long, value_name = "FILE|URL", group = "fid_inception", value_parser = asset())]
+    pub fid_weights: Option<Asset>,
     /// FID: deterministic hash weights instead (values comparable only with each other).
     #[arg(long, group = "fid_inception")]
     pub fid_hash_weights: bool,
     /// CLIP score (torchmetrics' definition): a transformers CLIPModel folder or hub id, e.g.
-    /// openai/clip-vit-large-patch14.
+    /// openai/clip-vit-large-patch14 [default: the config's eval.clip_model].
     #[arg(long, value_name = "DIR_OR_REPO", value_parser = text())]
     pub clip_model: Option<String>,
     /// The output folder.
@@ -78,20 +81,33 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         batch_size: a.batch,
         metrics: a.metrics.clone(),
         grid_prompts: a.grid_prompts,
-        // clap makes --fid-reference require --fid-weights or --fid-hash-weights (no weights:
-        // the hash weights).
-        fid: a
-            .fid_reference
-            .clone()
-            .map(|reference| ril_metrics::eval::FidSpec {
-                reference,
-                weights: a.fid_weights.clone(),
-            }),
-        clip_model: a.clip_model.clone(),
+        fid: fid_spec(a, &config)?,
+        clip_model: a.clip_model.clone().or(config.eval.clip_model.clone()),
     };
     ril::on_backend!(config.model.backend, inner, |B, device| {
         eval::<B>(&config, &a.loras, &spec, &a.out, &device)
     })
+}
+
+/// FID's reference and weights from the flags, else the config; the hash weights only when
+/// asked for. A reference without weights is refused before any work.
+fn fid_spec(a: &EvalArgs, config: &TrainConfig) -> Result<Option<ril_metrics::eval::FidSpec>> {
+    let Some(reference) = a
+        .fid_reference
+        .clone()
+        .or(config.eval.fid_reference.clone())
+    else {
+        return Ok(None);
+    };
+    let weights = match (&a.fid_weights, &config.eval.fid_weights) {
+        _ if a.fid_hash_weights => None,
+        (Some(w), _) | (None, Some(w)) => Some(w.resolve().context("FID's Inception weights")?),
+        (None, None) => bail!(
+            "FID needs Inception weights: --fid-weights FILE|URL, [eval] fid_weights in the \
+             config, or --fid-hash-weights"
+        ),
+    };
+    Ok(Some(ril_metrics::eval::FidSpec { reference, weights }))
 }
 
 fn eval<B: Backend>(

@@ -13,6 +13,7 @@ mod coco;
 mod data;
 mod eval;
 mod export;
+mod fetch;
 mod fid;
 mod judge;
 mod pretrain;

@@ -24,7 +24,7 @@ use crate::cli::{one_of, text};
 )]
 pub struct SampleArgs {
     /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
-    /// scheduler/) or a hub id such as runwayml/stable-diffusion-v1-5.
+    /// scheduler/) or a hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5.
     #[arg(long, value_name = "DIR_OR_REPO", value_parser = text())]
     pub model: String,
     /// A prompt; repeat it for several images (one per prompt).

@@ -45,12 +45,14 @@ pub fn build_reward<B: Backend>(
                 .aesthetic_clip
                 .clone()
                 .unwrap_or_else(|| "openai/clip-vit-large-patch14".into());
-            let clip = sd_model::hub::resolve_repo(&clip, &["config.json", "model.safetensors"])?;
+            let clip = sd_model::hub::resolve_repo(&clip, sd_model::hub::CLIP_FILES)?;
             let mlp = c
                 .aesthetic_mlp
                 .as_ref()
-                .context("rewards.aesthetic_mlp is not set")?;
-            Box::new(Aesthetic::load(&clip, mlp, device)?)
+                .context("rewards.aesthetic_mlp is not set")?
+                .resolve()
+                .context("rewards.aesthetic_mlp")?;
+            Box::new(Aesthetic::load(&clip, &mlp, device)?)
         }
         RewardKind::Hps => {
             let config = match &c.hps_model_config {
@@ -60,12 +62,14 @@ pub fn build_reward<B: Backend>(
             let w = c
                 .hps_weights
                 .as_ref()
-                .context("rewards.hps_weights is not set")?;
+                .context("rewards.hps_weights is not set")?
+                .resolve()
+                .context("rewards.hps_weights")?;
             let t = c
                 .hps_tokenizer
                 .as_ref()
                 .context("rewards.hps_tokenizer is not set")?;
-            Box::new(Hps::load(&config, w, t, device)?)
+            Box::new(Hps::load(&config, &w, t, device)?)
         }
         RewardKind::Compress => Box::new(Compressibility::new(c.compress_quality.unwrap_or(80.0))?),
         RewardKind::Joint => {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use sd_model::hub::asset::Asset;
 use serde::{Deserialize, Serialize};
 
 /// Which reward a task maximises.
@@ -33,10 +34,11 @@ impl RewardKind {
 pub struct RewardsConfig {
     /// CLIP ViT-L/14 (folder, file or hub id) for the aesthetic reward.
     pub aesthetic_clip: Option<String>,
-    /// The LAION MLP file.
-    pub aesthetic_mlp: Option<PathBuf>,
-    /// HPSv2 weights (HPS_v2_compressed.pt).
-    pub hps_weights: Option<PathBuf>,
+    /// The LAION MLP file (a path, `hf://owner/name/file` or a URL).
+    pub aesthetic_mlp: Option<Asset>,
+    /// HPSv2 weights: `hf://xswu/HPSv2/HPS_v2_compressed.pt` (v2.0) or `.../HPS_v2.1_compressed.pt`
+    /// (v2.1; the two give scores that are not comparable), or a local file.
+    pub hps_weights: Option<Asset>,
     /// open_clip model config JSON (default ViT-H-14).
     pub hps_model_config: Option<PathBuf>,
     /// CLIP tokenizer folder for HPS.

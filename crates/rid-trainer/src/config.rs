@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sd_model::backend::BackendKind;
+use sd_model::hub::asset::Asset;
 use serde::{Deserialize, Serialize};
 
 pub use rewards::config::{JointWeights, RewardKind, RewardsConfig};
@@ -131,6 +132,29 @@ pub struct TrainConfig {
     /// Checkpoint every this many optimiser steps (and after every task).
     #[serde(default = "default_ckpt")]
     pub checkpoint_every: usize,
+    /// What `ril eval` scores with besides the rewards (not part of the run's hash).
+    #[serde(default, skip_serializing_if = "EvalConfig::is_unset")]
+    pub eval: EvalConfig,
+}
+
+/// The evaluation's own models: the CLIP score's and FID's (each may be overridden by `ril eval`'s
+/// flags; a metric whose model is not named is reported as skipped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// CLIP score (torchmetrics' definition): a transformers CLIPModel folder or hub id
+    /// (torchmetrics' default is openai/clip-vit-large-patch14).
+    pub clip_model: Option<String>,
+    /// FID: pytorch-fid's Inception weights (a file, `hf://` file or its release URL).
+    pub fid_weights: Option<Asset>,
+    /// FID: a folder of real images or their statistics (.npz from `ril fid-stats`).
+    pub fid_reference: Option<PathBuf>,
+}
+
+impl EvalConfig {
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_ckpt() -> usize {
@@ -162,15 +186,23 @@ impl TrainConfig {
         fix(&mut self.prompts.eval);
         fix(&mut self.output);
         let r = &mut self.rewards;
-        for p in [
+        for p in [&mut r.hps_model_config, &mut r.hps_tokenizer]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        for a in [
             &mut r.aesthetic_mlp,
             &mut r.hps_weights,
-            &mut r.hps_model_config,
-            &mut r.hps_tokenizer,
+            &mut self.eval.fid_weights,
         ]
         .into_iter()
         .flatten()
         {
+            a.relative_to(base);
+        }
+        if let Some(p) = &mut self.eval.fid_reference {
             fix(p);
         }
         let local = |s: &mut String| {
@@ -179,7 +211,10 @@ impl TrainConfig {
             }
         };
         local(&mut self.model.source);
-        if let Some(c) = &mut r.aesthetic_clip {
+        for c in [&mut self.rewards.aesthetic_clip, &mut self.eval.clip_model]
+            .into_iter()
+            .flatten()
+        {
             local(c);
         }
     }
@@ -288,7 +323,11 @@ impl TrainConfig {
     /// A stable hash of the configuration (FNV-1a of its canonical JSON), recorded in the run
     /// folder so that another config's run is never overwritten.
     pub fn hash(&self) -> String {
-        let json = serde_json::to_string(self).expect("config serialises");
+        let trained = Self {
+            eval: EvalConfig::default(),
+            ..self.clone()
+        };
+        let json = serde_json::to_string(&trained).expect("config serialises");
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in json.bytes() {
             h ^= b as u64;

@@ -145,7 +145,7 @@ pub fn evaluate<B: Backend>(
                 if spec.clip_model.is_none() {
                     result.skipped.insert(
                         m,
-                        "no CLIP model given (--clip-model DIR_OR_REPO, EvalSpec::clip_model)"
+                        "no CLIP model given (--clip-model DIR_OR_REPO or [eval] clip_model)"
                             .into(),
                     );
                 }
@@ -155,7 +155,7 @@ pub fn evaluate<B: Backend>(
                 if spec.fid.is_none() {
                     result.skipped.insert(
                         m,
-                        "no reference images given (--fid-reference DIR, EvalSpec::fid)".into(),
+                        "no reference images given (--fid-reference DIR|FILE.npz or [eval] fid_reference)".into(),
                     );
                 }
                 continue;
@@ -194,13 +194,7 @@ pub fn evaluate<B: Backend>(
     let mut fid_features: Vec<f32> = Vec::new();
     let clip = match (&spec.clip_model, spec.metrics.contains(&Metric::ClipScore)) {
         (Some(source), true) => {
-            let files = [
-                "config.json",
-                "model.safetensors",
-                "vocab.json",
-                "merges.txt",
-            ];
-            let dir = sd_model::hub::resolve_repo(source, &files)?;
+            let dir = sd_model::hub::resolve_repo(source, sd_model::hub::CLIP_FILES)?;
             Some(crate::clip_score::ClipScorer::<B>::load(&dir, device)?)
         }
         _ => None,
@@ -297,7 +291,8 @@ pub fn evaluate<B: Backend>(
         result.values.insert(m, mean);
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let json = serde_json::json!({ "spec": spec, "result": result });
+    // The reward models' files are recorded (HPSv2.0 and v2.1 scores, say, do not compare).
+    let json = serde_json::json!({ "spec": spec, "rewards": rewards, "result": result });
     sd_model::write_atomic(
         &out.join("results.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),

@@ -19,6 +19,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+use sd_model::hub::asset::Asset;
+
 fn rewards_config() -> RewardsConfig {
     let r = root();
     RewardsConfig {
@@ -27,8 +29,12 @@ fn rewards_config() -> RewardsConfig {
                 .display()
                 .to_string(),
         ),
-        aesthetic_mlp: Some(r.join("configs/tiny/aesthetic-mlp-random.safetensors")),
-        hps_weights: Some(r.join("crates/rewards/tests/fixtures/HPS_tiny.pt")),
+        aesthetic_mlp: Some(Asset::Local(
+            r.join("configs/tiny/aesthetic-mlp-random.safetensors"),
+        )),
+        hps_weights: Some(Asset::Local(
+            r.join("crates/rewards/tests/fixtures/HPS_tiny.pt"),
+        )),
         hps_model_config: Some(r.join("configs/tiny/openclip-tiny.json")),
         hps_tokenizer: Some(r.join("crates/sd-model/tests/fixtures/tiny-sd/tokenizer")),
         compress_quality: None,
@@ -98,6 +104,9 @@ fn results_do_not_depend_on_batching_and_skips_are_explained() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["result"]["images"], 6);
+    // Which reward weights scored it (HPSv2.0 and v2.1 scores do not compare).
+    let hps = json["rewards"]["hps_weights"].as_str().unwrap();
+    assert!(hps.ends_with("HPS_tiny.pt"), "{hps}");
     let grid = image::open(a.join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (2 * 64, 2 * 64));
     // Without reward weights, aesthetic and HPS are skipped with the reason.

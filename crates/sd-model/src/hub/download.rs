@@ -96,7 +96,8 @@ impl Client {
             Ok(m) => Ok(Some(Remote {
                 url,
                 size: m.size() as u64,
-                etag: m.etag().to_string(),
+                // A weak validator's W/ prefix is not part of the hash (huggingface_hub drops it).
+                etag: m.etag().trim_start_matches("W/").to_string(),
                 commit: m.commit_hash().to_string(),
             })),
             Err(hf_hub::api::sync::ApiError::RequestError(e)) => match *e {
