@@ -5,8 +5,10 @@ UNet folder (`UNet2DConditionModel.from_pretrained`, swapped into the pipeline) 
 `ril sample --lora` gives for the same prompts and initial latents, within 2/255 per pixel (the
 bound of the pipeline parity: the two sides round f32 sums in different orders). Two cases on the
 tiny pipeline's peft fixtures: b_r2_alpha8 alone (alpha 8 on rank 2, so the kohya `.alpha`
-scaling is exercised: scale 4) and a_r4 + b_r2_alpha8 stacked (one file of rank 6). Not run by
-CI (it needs PyTorch); run it after changing the export:
+scaling is exercised: scale 4) and a_r4 + b_r2_alpha8 stacked (one file of rank 6). The same
+again with `--fp16` (float16 values in the kohya file and the merged UNet, loaded by diffusers in
+float32 and compared with ril's float32 images: the half-precision rounding of the weights must
+stay within the same 2/255). Not run by CI (it needs PyTorch); run it after changing the export:
 
   cargo build --release --bin ril
   python3 -m venv /tmp/export-venv
@@ -83,28 +85,32 @@ def main(ril, work):
     for name, files in cases.items():
         loras = [os.path.join(FIX, "lora", f) for f in files]
         lora_args = [x for lora in loras for x in ("--lora", lora)]
-        kohya = os.path.join(work, f"{name}-kohya.safetensors")
-        merged = os.path.join(work, f"{name}-unet")
-        subprocess.run([ril, "export", *lora_args, "--format", "kohya", "--out", kohya],
-                       check=True, capture_output=True)
-        subprocess.run([ril, "export", *lora_args, "--format", "merged-unet", "--model", TINY,
-                        "--out", merged], check=True, capture_output=True)
         mine = ril_images(ril, latents_file, loras, os.path.join(work, f"{name}-ril"))
         effect = int(np.abs(mine - base).max())
-
-        pipe = pipeline()
-        pipe.load_lora_weights(work, weight_name=os.path.basename(kohya), adapter_name="kohya")
-        from_kohya = images(pipe, latents)
-        from_merged = images(pipeline(UNet2DConditionModel.from_pretrained(merged)), latents)
-        d_kohya = int(np.abs(from_kohya - mine).max())
-        d_merged = int(np.abs(from_merged - mine).max())
-        print(f"{'+'.join(files)}: the LoRA moves ril's images by up to {effect}/255; "
-              f"max |diffusers kohya - ril| = {d_kohya}/255, "
-              f"max |diffusers merged UNet - ril| = {d_merged}/255")
         assert effect > 2, f"{name}: the LoRA has no visible effect, the check would be vacuous"
-        worst = max(worst, d_kohya, d_merged)
+        for half in [False, True]:
+            tag = f"{name}-fp16" if half else name
+            precision = ["--fp16"] if half else []
+            kohya = os.path.join(work, f"{tag}-kohya.safetensors")
+            merged = os.path.join(work, f"{tag}-unet")
+            subprocess.run([ril, "export", *lora_args, "--format", "kohya", *precision,
+                            "--out", kohya], check=True, capture_output=True)
+            subprocess.run([ril, "export", *lora_args, "--format", "merged-unet", "--model", TINY,
+                            *precision, "--out", merged], check=True, capture_output=True)
+            pipe = pipeline()
+            pipe.load_lora_weights(work, weight_name=os.path.basename(kohya), adapter_name="kohya")
+            from_kohya = images(pipe, latents)
+            unet = UNet2DConditionModel.from_pretrained(merged, torch_dtype=torch.float32)
+            from_merged = images(pipeline(unet), latents)
+            d_kohya = int(np.abs(from_kohya - mine).max())
+            d_merged = int(np.abs(from_merged - mine).max())
+            print(f"{'+'.join(files)}{' (fp16 files)' if half else ''}: the LoRA moves ril's "
+                  f"images by up to {effect}/255; max |diffusers kohya - ril| = {d_kohya}/255, "
+                  f"max |diffusers merged UNet - ril| = {d_merged}/255")
+            worst = max(worst, d_kohya, d_merged)
     assert worst <= 2, f"diffusers and ril differ by {worst}/255"
-    print("OK: diffusers loads ril's kohya file and merged UNet and reproduces ril's LoRA images within 2/255")
+    print("OK: diffusers loads ril's kohya file and merged UNet (float32 and float16) and "
+          "reproduces ril's LoRA images within 2/255")
 
 
 if __name__ == "__main__":
