@@ -42,8 +42,15 @@ struct State {
     truncate_once: Option<String>,
     /// Announce a wrong SHA-256 for this file.
     wrong_etag: Option<String>,
-    /// (path, Range header) of every request.
-    log: Vec<(String, Option<String>)>,
+    /// Every request.
+    log: Vec<Request>,
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    range: Option<String>,
+    auth: Option<String>,
 }
 
 struct FakeHub {
@@ -88,7 +95,7 @@ impl FakeHub {
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (s, f) = (s.clone(), f.clone());
-                std::thread::spawn(move || serve(conn, &s, &f));
+                std::thread::spawn(move || serve(conn, port, &s, &f));
             }
         });
         Self { port, state, files }
@@ -103,65 +110,96 @@ impl FakeHub {
     }
 }
 
-fn serve(conn: TcpStream, state: &Mutex<State>, files: &BTreeMap<String, Vec<u8>>) {
+/// One request: the resolve endpoint answers a git file itself and redirects an LFS file (with
+/// its X-Linked-Etag / X-Linked-Size) to an absolute `/cdn/` URL, as the hub sends LFS files to its
+/// CDN; the CDN and the release URL serve bytes with Range support.
+fn serve(conn: TcpStream, port: u16, state: &Mutex<State>, files: &BTreeMap<String, Vec<u8>>) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
         return;
     }
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
+    let (mut range, mut auth) = (None, None);
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("range")
-        {
-            range = Some(v.trim().to_string());
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("authorization") {
+                auth = Some(v.trim().to_string());
+            }
         }
     }
     let mut out = conn;
     let mut st = state.lock().unwrap();
-    st.log.push((path.clone(), range.clone()));
-    let Some(body) = files.get(&path) else {
+    st.log.push(Request {
+        path: path.clone(),
+        range: range.clone(),
+        auth,
+    });
+    let source = path.strip_prefix("/cdn").unwrap_or(&path);
+    let Some(body) = files.get(source) else {
         let _ = out
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
     let name = path.rsplit('/').next().unwrap().to_string();
     let lfs = name.ends_with(".safetensors") || name.ends_with(".pt");
-    let mut etag = if lfs {
-        sha256(body)
-    } else {
-        sha1_of_blob(body)
-    };
-    if st.wrong_etag.as_deref() == Some(name.as_str()) {
-        etag = sha256(b"something else");
+    if !path.starts_with("/cdn/") && path.contains("/resolve/") {
+        let etag = if !lfs {
+            sha1_of_blob(body)
+        } else if st.wrong_etag.as_deref() == Some(name.as_str()) {
+            sha256(b"something else")
+        } else {
+            sha256(body)
+        };
+        if lfs {
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nX-Repo-Commit: {COMMIT}\r\nX-Linked-Etag: \"{etag}\"\r\n\
+                 X-Linked-Size: {}\r\nLocation: http://127.0.0.1:{port}/cdn{path}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(head.as_bytes());
+            return;
+        }
+        drop(st);
+        let extra = format!("X-Repo-Commit: {COMMIT}\r\nETag: \"{etag}\"\r\n");
+        bytes(out, body, range.as_deref(), &extra, false);
+        return;
     }
-    let etag_header = if lfs { "X-Linked-Etag" } else { "ETag" };
-    let start: usize = range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split('-').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let metadata = range.as_deref() == Some("bytes=0-0");
-    let end = if metadata { 1 } else { body.len() };
-    let truncate = !metadata && st.truncate_once.as_deref() == Some(name.as_str());
+    let truncate =
+        range.as_deref() != Some("bytes=0-0") && st.truncate_once.as_deref() == Some(name.as_str());
     if truncate {
         st.truncate_once = None;
     }
     drop(st);
-    let mut head = format!(
-        "HTTP/1.1 {}\r\nX-Repo-Commit: {COMMIT}\r\n{etag_header}: \"{etag}\"\r\nConnection: close\r\n",
-        if range.is_some() {
-            "206 Partial Content"
-        } else {
-            "200 OK"
-        }
-    );
+    bytes(out, body, range.as_deref(), "", truncate);
+}
+
+/// Answers with `body` from the Range's start (206 with Content-Range), or all of it (200); a
+/// `truncate`d answer sends half with no length to hold it to and closes cleanly.
+fn bytes(mut out: TcpStream, body: &[u8], range: Option<&str>, extra: &str, truncate: bool) {
+    let start: usize = range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let end = if range == Some("bytes=0-0") {
+        1
+    } else {
+        body.len()
+    };
+    let status = if range.is_some() {
+        "206 Partial Content"
+    } else {
+        "200 OK"
+    };
+    let mut head = format!("HTTP/1.1 {status}\r\n{extra}Connection: close\r\n");
     if range.is_some() {
         head += &format!(
             "Content-Range: bytes {start}-{}/{}\r\n",
@@ -171,7 +209,6 @@ fn serve(conn: TcpStream, state: &Mutex<State>, files: &BTreeMap<String, Vec<u8>
     }
     let chunk = &body[start.min(end)..end];
     if truncate {
-        // A body that just stops: no length to hold it to, the connection closed cleanly.
         let _ = out.write_all(format!("{head}\r\n").as_bytes());
         let _ = out.write_all(&chunk[..chunk.len() / 2]);
     } else {
@@ -254,7 +291,7 @@ fn ril(dir: &Path, hub: &FakeHub, args: &[&str], offline: bool) -> (bool, String
         .env("TORCH_HOME", dir.join("torch"))
         .env("HF_ENDPOINT", hub.url())
         .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_TOKEN")
+        .env("HF_TOKEN", "hf_test_token")
         .env_remove("HF_HUB_OFFLINE");
     if offline {
         c.env("HF_HUB_OFFLINE", "1");
@@ -313,9 +350,24 @@ fn fetch_downloads_and_verifies_everything_a_config_names_and_then_needs_no_netw
     assert_eq!(std::fs::read(torch).unwrap(), bytes);
     // The fp16 variants were asked for first, and the fp32 files taken when there were none.
     let log = hub.state.lock().unwrap().log.clone();
+    assert!(log.iter().any(|r| {
+        r.path
+            .ends_with("unet/diffusion_pytorch_model.fp16.safetensors")
+    }));
+    // HF_TOKEN goes to the hub, not to the release URL, nor with the CDN downloads the hub
+    // redirects to (hf-hub's metadata request does send it with its 1-byte CDN probe).
+    for r in &log {
+        let sent = r.auth.as_deref() == Some("Bearer hf_test_token");
+        let probe = r.range.as_deref() == Some("bytes=0-0");
+        if !r.path.starts_with("/cdn/") && r.path.contains("/resolve/") {
+            assert!(sent, "{r:?}");
+        } else if !(r.path.starts_with("/cdn") && probe) {
+            assert!(!sent, "{r:?}");
+        }
+    }
     assert!(
-        log.iter()
-            .any(|(p, _)| p.ends_with("unet/diffusion_pytorch_model.fp16.safetensors"))
+        log.iter().any(|r| r.path.starts_with("/cdn/")),
+        "no LFS redirect was followed"
     );
 
     // Everything is here: offline, nothing is asked of the hub, and the model samples.
@@ -377,7 +429,7 @@ fn a_download_cut_short_resumes_and_a_wrong_checksum_never_reaches_the_cache() {
     let want = format!("bytes={have}-");
     assert!(
         log.iter()
-            .any(|(p, r)| p.ends_with(unet) && r.as_deref() == Some(&want)),
+            .any(|r| r.path.ends_with(unet) && r.range.as_deref() == Some(&want)),
         "no Range request resumed from {have}: {log:?}"
     );
     let sd = root().join("crates/sd-model/tests/fixtures/tiny-sd");
