@@ -505,3 +505,62 @@ fn eval_takes_fid_weights_from_the_config_and_resolves_them_before_any_work() {
     assert_eq!(hub.requests(), 0, "an offline eval asked the network");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Puts `files` of `repo` into a huggingface_hub-layout cache at `hub` (content: the name).
+fn fake_cached(hub: &Path, repo: &str, files: &[String]) {
+    let d = hub.join(format!("models--{}", repo.replace('/', "--")));
+    for f in files {
+        let p = d.join("snapshots").join(COMMIT).join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, f).unwrap();
+    }
+    std::fs::create_dir_all(d.join("refs")).unwrap();
+    std::fs::write(d.join("refs/main"), COMMIT).unwrap();
+}
+
+#[test]
+fn the_paper_preset_needs_nothing_beyond_what_fetch_puts_in_the_caches() {
+    let hub = FakeHub::start();
+    let dir = scratch("fetch-paper");
+    let cache = dir.join("hf/hub");
+    let pipeline: Vec<String> = sd_model::hub::PIPELINE_FILES
+        .iter()
+        .map(|f| sd_model::hub::fp16_variant(f).unwrap_or(f.to_string()))
+        .collect();
+    let sd = "stable-diffusion-v1-5/stable-diffusion-v1-5";
+    fake_cached(&cache, sd, &pipeline);
+    let clip: Vec<String> = sd_model::hub::CLIP_FILES
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    fake_cached(&cache, "openai/clip-vit-large-patch14", &clip);
+    let ckpt = dir.join("torch/hub/checkpoints");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    std::fs::write(ckpt.join("pt_inception-2015-12-05-6726825d.pth"), b"x").unwrap();
+    let args = ["fetch", "--preset", "paper"];
+    // Without HPSv2 the list names it and the command fails, asking nobody (offline).
+    let (ok, out) = ril(&dir, &hub, &args, true);
+    assert!(
+        !ok && out.contains("hf://xswu/HPSv2/HPS_v2_compressed.pt"),
+        "{out}"
+    );
+    assert!(out.contains("rewards.hps_weights"), "{out}");
+    fake_cached(&cache, "xswu/HPSv2", &["HPS_v2_compressed.pt".to_string()]);
+    let (ok, out) = ril(&dir, &hub, &args, true);
+    assert!(ok, "{out}");
+    assert!(out.contains("total to fetch: 0 B"), "{out}");
+    for item in [
+        sd,
+        "openai/clip-vit-large-patch14",
+        "pt_inception",
+        "HPS_v2_compressed",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(item))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains(": here"), "{line}");
+    }
+    assert_eq!(hub.requests(), 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
