@@ -37,6 +37,7 @@ pub enum Command {
     Judge(crate::judge::JudgeArgs),
     Pretrain(crate::pretrain::PretrainArgs),
     Fetch(crate::fetch::FetchArgs),
+    ToyReward(crate::toy_reward::ToyRewardArgs),
 }
 
 impl Command {
@@ -50,7 +51,8 @@ impl Command {
             | Command::Data(_)
             | Command::Judge(_)
             | Command::Pretrain(_)
-            | Command::Fetch(_) => Ok(()),
+            | Command::Fetch(_)
+            | Command::ToyReward(_) => Ok(()),
             Command::Score(a) => a.validate(),
             Command::Soup(a) => a.validate(),
             Command::Export(a) => a.validate(),
@@ -80,6 +82,7 @@ impl Command {
             Command::Judge(a) => crate::judge::run(&a),
             Command::Pretrain(a) => crate::pretrain::run(&a),
             Command::Fetch(a) => crate::fetch::run(&a),
+            Command::ToyReward(a) => crate::toy_reward::run(&a),
         }
     }
 }

@@ -21,6 +21,7 @@ mod run_report;
 mod sample;
 mod score;
 mod soup;
+mod toy_reward;
 mod train;
 
 /// A run stopped by a signal after writing its checkpoint: the process exits with 128 + the

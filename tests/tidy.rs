@@ -58,8 +58,12 @@ fn crate_dependencies_follow_the_declared_direction() {
         ("rid-trainer", &["sd-model", "lora-group", "rewards"]),
         // The toy world stands alone: the root crate wires it to sd-model's backends.
         ("toy-shapes", &[]),
-        // Pretraining builds sd-model's models and reads the toy world's data.
-        ("pretrain", &["sd-model", "lora-group", "toy-shapes"]),
+        // Pretraining builds sd-model's models and reads the toy world's data
+        // (and trains its reward models in the rewards' architectures).
+        (
+            "pretrain",
+            &["sd-model", "lora-group", "toy-shapes", "rewards"],
+        ),
     ];
     let all: Vec<&str> = allowed
         .iter()

@@ -7,9 +7,11 @@
 //!
 //! - [`sample`] / [`Spec::sample`]: one item (caption, [`Labels`], image) by index.
 //! - [`folder`]: `metadata.jsonl` + PNGs: [`folder::write_folder`], [`folder::ImageFolder`].
+//! - [`beauty`]: the stated, caption-free score the toy aesthetic reward learns.
 //! - [`judge`]: the classifier ([`judge::Judge`]), its training and its accuracy.
 
 pub mod attributes;
+pub mod beauty;
 pub mod caption;
 pub mod folder;
 pub mod generate;
