@@ -140,6 +140,29 @@ pub fn asset() -> impl TypedValueParser<Value = sd_model::hub::asset::Asset> {
     })
 }
 
+/// Refuses an `--out` folder that exists and is not empty (before any training starts).
+pub fn refuse_occupied(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
+        anyhow::bail!("--out {}: exists and is not an empty folder", out.display());
+    }
+    Ok(())
+}
+
+/// Prints a training's loss (named `metric`) on stderr about 20 times over `steps` steps.
+pub fn step_printer(steps: usize, metric: &'static str) -> impl FnMut(usize, f32) {
+    let start = std::time::Instant::now();
+    let every = (steps / 20).max(1);
+    move |step, loss| {
+        if step % every == 0 || step + 1 == steps {
+            eprintln!(
+                "step {:>5}/{steps}  {metric} {loss:.4}  {:.0} s",
+                step + 1,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
 /// The value parser of a count that must be at least 1.
 pub fn at_least_one() -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(1..)

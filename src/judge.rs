@@ -106,25 +106,14 @@ pub fn run(a: &JudgeArgs) -> Result<()> {
 fn run_train(a: &JudgeTrainArgs) -> Result<()> {
     let config = TrainConfig::from_file(&a.config).context("--config")?;
     // Refused now rather than after the training.
-    if a.out.exists() && std::fs::read_dir(&a.out).map_or(true, |mut d| d.next().is_some()) {
-        bail!(
-            "--out {}: exists and is not an empty folder",
-            a.out.display()
-        );
-    }
+    crate::cli::refuse_occupied(&a.out)?;
     let device = Default::default();
     let start = Instant::now();
-    let every = (config.steps / 20).max(1);
-    let report = train::<CpuAutodiff>(&config, &device, |step, loss| {
-        if step % every == 0 || step + 1 == config.steps {
-            eprintln!(
-                "step {:>5}/{}  loss {loss:.4}  {:.0} s",
-                step + 1,
-                config.steps,
-                start.elapsed().as_secs_f64()
-            );
-        }
-    })?;
+    let report = train::<CpuAutodiff>(
+        &config,
+        &device,
+        crate::cli::step_printer(config.steps, "loss"),
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     let acc = evaluate(&report.judge, config.eval_seed, config.eval_count, &device)?;
     let heldout = serde_json::json!({

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pretrain::toy_aesthetic::{AestheticTrainConfig, evaluate, save, train};
 use sd_model::backend::CpuAutodiff;
 
@@ -29,25 +29,14 @@ pub struct ToyRewardArgs {
 pub fn run(a: &ToyRewardArgs) -> Result<()> {
     let config = AestheticTrainConfig::from_file(&a.config).context("--config")?;
     // Refused now rather than after the training.
-    if a.out.exists() && std::fs::read_dir(&a.out).map_or(true, |mut d| d.next().is_some()) {
-        bail!(
-            "--out {}: exists and is not an empty folder",
-            a.out.display()
-        );
-    }
+    crate::cli::refuse_occupied(&a.out)?;
     let device = Default::default();
     let start = Instant::now();
-    let every = (config.steps / 20).max(1);
-    let trained = train::<CpuAutodiff>(&config, &device, |step, loss| {
-        if step % every == 0 || step + 1 == config.steps {
-            eprintln!(
-                "step {:>5}/{}  mse {loss:.4}  {:.0} s",
-                step + 1,
-                config.steps,
-                start.elapsed().as_secs_f64()
-            );
-        }
-    })?;
+    let trained = train::<CpuAutodiff>(
+        &config,
+        &device,
+        crate::cli::step_printer(config.steps, "mse"),
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     let heldout = evaluate(&trained.model, config.eval_seed, config.eval_count, &device)?;
     let toml_bytes =

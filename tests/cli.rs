@@ -279,7 +279,17 @@ fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
 }
 
 /// The subcommands, in the order `ril --help` lists them.
-const COMMANDS: [&str; 7] = ["sample", "score", "train", "soup", "eval", "fid", "bench"];
+const COMMANDS: [&str; 9] = [
+    "sample",
+    "score",
+    "train",
+    "soup",
+    "eval",
+    "fid",
+    "bench",
+    "fetch",
+    "toy-reward",
+];
 
 #[test]
 fn help_lists_every_command_and_documents_every_flag() {
@@ -293,7 +303,7 @@ fn help_lists_every_command_and_documents_every_flag() {
         );
     }
     // Every subcommand's --help exits 0 and names each of its flags.
-    let flags: [(&str, &[&str]); 7] = [
+    let flags: [(&str, &[&str]); 9] = [
         (
             "sample",
             &[
@@ -362,6 +372,8 @@ fn help_lists_every_command_and_documents_every_flag() {
                 "--json",
             ],
         ),
+        ("fetch", &["--config", "--preset", "--dry-run"]),
+        ("toy-reward", &["--config", "--out"]),
     ];
     for (c, flags) in flags {
         let o = ril(&[c, "--help"], &[]);

@@ -4,15 +4,15 @@
 //! single-object images, with AdamW on the squared error. It writes what `ril score --reward
 //! aesthetic` reads: a transformers `CLIPVisionModelWithProjection` folder and the MLP file.
 //!
-//! Reproducible on one machine: the backend's generator is seeded from the config just before the
-//! weights are made, and batch `t` is items `t*B .. (t+1)*B` of the single-object train stream.
+//! Reproducible on one machine: the initial weights come from the config's seed through
+//! SplitMix64, and batch `t` is items `t*B .. (t+1)*B` of the single-object train stream
+//! (the loop is `toy_shapes::fit`, the judge's).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rewards::Reward;
@@ -20,8 +20,10 @@ use rewards::aesthetic::{Aesthetic, AestheticMlp};
 use rewards::clip_vision::ClipVisionConfig;
 use serde::{Deserialize, Serialize};
 use toy_shapes::beauty::beauty;
+use toy_shapes::fit::{Fit, fit};
 use toy_shapes::judge::images_to_tensor;
-use toy_shapes::{Labels, Objects, Spec, Split};
+use toy_shapes::rng::SplitMix64;
+use toy_shapes::{Labels, Objects, Sample, Spec, Split};
 
 /// The vision tower's shape (transformers' `CLIPVisionConfig` fields; every one required).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,18 +115,66 @@ impl AestheticTrainConfig {
     }
 }
 
-/// Items `first .. first + n` of the single-object stream: images [n, 3, 64, 64] in [-1, 1] (the
-/// range the rewards take) and their labels.
-fn batch<B: Backend>(
-    spec: &Spec,
-    first: u64,
-    n: usize,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Vec<Labels>) {
-    let samples: Vec<_> = (0..n as u64).map(|i| spec.sample(first + i)).collect();
+/// The initial weights, drawn from SplitMix64 in parameter order (not from the backend's global
+/// generator, which other threads may draw from or reseed): LayerNorm scales 1 and shifts 0,
+/// biases 0, embeddings (the class token, the positions) uniform with standard deviation 0.02 (CLIP's
+/// `initializer_range`), other weights uniform in ±1/sqrt(fan_in) (PyTorch's default bound for
+/// Linear and Conv2d).
+struct SeededInit {
+    rng: SplitMix64,
+    /// (field, container type) of the modules entered.
+    path: Vec<(String, String)>,
+}
+
+impl<B: Backend> ModuleMapper<B> for SeededInit {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let (field, container) = self
+            .path
+            .last()
+            .map(|(f, c)| (f.as_str(), c.as_str()))
+            .unwrap_or(("", ""));
+        let uniform = |rng: &mut SplitMix64, bound: f32| -> Vec<f32> {
+            (0..n).map(|_| bound * rng.signed()).collect()
+        };
+        let values = match (container, field) {
+            ("Struct:LayerNorm", "gamma") => vec![1.0; n],
+            (_, "bias") | ("Struct:LayerNorm", _) => vec![0.0; n],
+            ("Struct:Embedding", _) | (_, "class_embedding") => {
+                uniform(&mut self.rng, 0.02 * 3f32.sqrt())
+            }
+            _ => {
+                let fan_in = match D {
+                    4 => dims[1] * dims[2] * dims[3],
+                    2 => dims[0],
+                    _ => n,
+                };
+                uniform(&mut self.rng, 1.0 / (fan_in as f32).sqrt())
+            }
+        };
+        // A tensor made from data does not track gradients: keep the parameter's setting.
+        let t = Tensor::from_data(TensorData::new(values, dims), &tensor.device())
+            .set_require_grad(tensor.is_require_grad());
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// Samples as images [n, 3, 64, 64] in [-1, 1] (the range the rewards take) and their labels.
+fn tensors<B: Backend>(samples: &[Sample], device: &B::Device) -> (Tensor<B, 4>, Vec<Labels>) {
     let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
     let x = images_to_tensor::<B>(&images, 64, device) * 2.0 - 1.0;
-    (x, samples.into_iter().map(|s| s.labels).collect())
+    (x, samples.iter().map(|s| s.labels.clone()).collect())
 }
 
 fn targets<B: Backend>(labels: &[Labels], device: &B::Device) -> Tensor<B, 1> {
@@ -144,34 +194,30 @@ pub struct Trained<B: Backend> {
 pub fn train<B: AutodiffBackend>(
     config: &AestheticTrainConfig,
     device: &B::Device,
-    mut on_step: impl FnMut(usize, f32),
+    on_step: impl FnMut(usize, f32),
 ) -> Result<Trained<B::InnerBackend>> {
     config.check()?;
-    B::seed(device, config.seed);
-    let mut model = Aesthetic::<B> {
+    let model = Aesthetic::<B> {
         clip: config.tower.clip().init(device)?,
         mlp: AestheticMlp::new(768, device),
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init::<B, Aesthetic<B>>();
+    let model = model.map(&mut SeededInit {
+        rng: SplitMix64::keyed(&[config.seed, 0x4145_5354]),
+        path: Vec::new(),
+    });
     let spec = Spec::new(config.seed, Split::Train).objects(Objects::One);
-    let mut losses = Vec::with_capacity(config.steps);
-    for step in 0..config.steps {
-        let first = (step * config.batch_size) as u64;
-        let (x, labels) = batch::<B>(&spec, first, config.batch_size, device);
+    let optimisation = Fit {
+        steps: config.steps,
+        batch_size: config.batch_size,
+        lr: config.lr,
+        weight_decay: config.weight_decay,
+    };
+    let loss = |model: &Aesthetic<B>, samples: &[Sample]| {
+        let (x, labels) = tensors::<B>(samples, device);
         let err = model.score(x, &[])? - targets::<B>(&labels, device);
-        let loss = err.powi_scalar(2).mean();
-        let value = loss.clone().into_scalar().elem::<f32>();
-        if !value.is_finite() {
-            bail!("toy aesthetic training diverged at step {step} (loss {value}); lower lr");
-        }
-        losses.push(value);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = config.lr * (1.0 - step as f64 / config.steps as f64);
-        model = optim.step(lr, model, grads);
-        on_step(step, value);
-    }
+        Ok(err.powi_scalar(2).mean())
+    };
+    let (model, losses) = fit(model, &optimisation, &spec, "toy aesthetic", loss, on_step)?;
     Ok(Trained {
         model: model.valid(),
         losses,
@@ -205,7 +251,8 @@ pub fn scores<B: Backend>(
     let (mut pred, mut truth) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for start in (0..count).step_by(64) {
         let n = 64.min(count - start);
-        let (x, labels) = batch::<B>(&spec, start as u64, n, device);
+        let samples: Vec<Sample> = (start..start + n).map(|i| spec.sample(i as u64)).collect();
+        let (x, labels) = tensors::<B>(&samples, device);
         let s = model.score(x, &[])?.into_data().convert::<f32>();
         pred.extend(s.to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
         truth.extend(labels.iter().map(beauty));

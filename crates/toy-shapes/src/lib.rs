@@ -13,6 +13,7 @@
 pub mod attributes;
 pub mod beauty;
 pub mod caption;
+pub mod fit;
 pub mod folder;
 pub mod generate;
 pub mod judge;

@@ -12,14 +12,14 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::module::{AutodiffModule, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::{Accuracy, Judge, JudgeConfig, JudgeNet, accuracy, images_to_tensor};
 use crate::attributes::Labels;
-use crate::generate::{Objects, Spec, Split};
+use crate::fit::{Fit, fit};
+use crate::generate::{Objects, Sample, Spec, Split};
 use crate::rng::SplitMix64;
 
 /// A judge training run (`configs/toy/judge.toml`).
@@ -134,43 +134,33 @@ pub fn train<B: AutodiffBackend>(
     config.check()?;
     let judge_config = config.judge();
     let net: JudgeNet<B> = judge_config.init(device)?;
-    let mut net = net.map(&mut SeededInit(SplitMix64::keyed(&[
+    let net = net.map(&mut SeededInit(SplitMix64::keyed(&[
         config.seed,
         0x4A55_4447,
     ])));
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay as f32)
-        .init::<B, JudgeNet<B>>();
     let ce = CrossEntropyLoss::new(None, device);
     let spec = Spec::new(config.seed, Split::Train)
         .objects(Objects::One)
         .size(config.image_size as u32);
-    let mut losses = Vec::with_capacity(config.steps);
-    for step in 0..config.steps {
-        let first = (step * config.batch_size) as u64;
-        let samples: Vec<_> = (0..config.batch_size as u64)
-            .map(|i| spec.sample(first + i))
-            .collect();
+    let optimisation = Fit {
+        steps: config.steps,
+        batch_size: config.batch_size,
+        lr: config.lr,
+        weight_decay: config.weight_decay,
+    };
+    let loss = |net: &JudgeNet<B>, samples: &[Sample]| {
         let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
-        let labels: Vec<_> = samples.into_iter().map(|s| s.labels).collect();
+        let labels: Vec<_> = samples.iter().map(|s| s.labels.clone()).collect();
         let x = images_to_tensor::<B>(&images, config.image_size, device);
         let [t_shape, t_colour, t_size, t_position, t_background] = targets::<B>(&labels, device);
         let l = net.forward(x);
-        let loss = ce.forward(l.shape, t_shape)
+        Ok(ce.forward(l.shape, t_shape)
             + ce.forward(l.colour, t_colour)
             + ce.forward(l.size, t_size)
             + ce.forward(l.position, t_position)
-            + ce.forward(l.background, t_background);
-        let value = loss.clone().into_scalar().elem::<f32>();
-        if !value.is_finite() {
-            bail!("judge training diverged at step {step} (loss {value}); lower lr");
-        }
-        losses.push(value);
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        let lr = config.lr * (1.0 - step as f64 / config.steps as f64);
-        net = optim.step(lr, net, grads);
-        on_step(step, value);
-    }
+            + ce.forward(l.background, t_background))
+    };
+    let (net, losses) = fit(net, &optimisation, &spec, "judge", loss, &mut on_step)?;
     Ok(TrainReport {
         judge: Judge {
             config: judge_config,
