@@ -146,7 +146,9 @@ fn needs<'a>(configs: &'a [(PathBuf, TrainConfig)]) -> BTreeMap<Need, Vec<Why<'a
                 .any(|t| t.reward == k || t.reward == RewardKind::Joint)
         };
         let r = &c.rewards;
-        if used(RewardKind::Aesthetic) {
+        // A reward model is needed by the tasks that train on it and by `ril eval`, which scores
+        // every reward whose weights the config names.
+        if used(RewardKind::Aesthetic) || r.aesthetic_mlp.is_some() {
             let clip = r
                 .aesthetic_clip
                 .clone()
@@ -159,7 +161,7 @@ fn needs<'a>(configs: &'a [(PathBuf, TrainConfig)]) -> BTreeMap<Need, Vec<Why<'a
                 add(asset(a), at("rewards.aesthetic_mlp"));
             }
         }
-        if used(RewardKind::Hps) {
+        if used(RewardKind::Hps) || r.hps_weights.is_some() {
             if let Some(a) = &r.hps_weights {
                 add(asset(a), at("rewards.hps_weights"));
             }

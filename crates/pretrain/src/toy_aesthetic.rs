@@ -101,14 +101,14 @@ impl AestheticTrainConfig {
                 t.projection_dim
             );
         }
-        if t.patch_size == 0 || t.image_size % t.patch_size != 0 {
+        if t.patch_size == 0 || !t.image_size.is_multiple_of(t.patch_size) {
             bail!(
                 "tower.patch_size ({}) must divide tower.image_size ({})",
                 t.patch_size,
                 t.image_size
             );
         }
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             bail!("tower.num_attention_heads must divide tower.hidden_size");
         }
         Ok(())

@@ -102,9 +102,12 @@ impl Client {
             })),
             Err(hf_hub::api::sync::ApiError::RequestError(e)) => match *e {
                 ureq::Error::StatusCode(404) => Ok(None),
+                // The hub answers 401 for a repo that does not exist as for a private one.
                 ureq::Error::StatusCode(c @ (401 | 403)) => bail!(
-                    "{f}: the hub answered {c}: the repo is gated or private; accept its terms on \
-                     the hub and set HF_TOKEN (or run `huggingface-cli login`)"
+                    "{f}: the hub answered {c}: the repo does not exist (check its name; \
+                     runwayml/stable-diffusion-v1-5, say, was removed), or it is gated or \
+                     private (accept its terms on the hub and set HF_TOKEN, or run \
+                     `huggingface-cli login`)"
                 ),
                 e => bail!("{f}: cannot ask the hub for it ({url}): {e}"),
             },
