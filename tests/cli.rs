@@ -185,6 +185,9 @@ fn sample_resolves_a_hub_id_from_the_cache_offline() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A run config without an [eval] section.
+const TINY_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny/rid-ahc.toml");
+
 #[test]
 fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
     let dir = scratch("bad");
@@ -232,6 +235,23 @@ fn bad_input_exits_non_zero_with_a_message_and_writes_nothing() {
             &["--seed", "--latents", "cannot be used with"],
         ),
         (vec!["sample", "--bogus"], 2, &["'--bogus'"]),
+        (
+            vec![
+                "eval",
+                "--config",
+                TINY_CONFIG,
+                "--fid-reference",
+                "real.npz",
+                "--out",
+                o,
+            ],
+            1,
+            &[
+                "FID needs Inception weights",
+                "--fid-weights",
+                "[eval] fid_weights",
+            ],
+        ),
         (
             [&sample_args(m, l, o)[..], &["--height", "64"]].concat(),
             2,

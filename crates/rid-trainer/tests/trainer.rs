@@ -107,6 +107,31 @@ fn configs_reject_unknown_keys_and_bad_values_by_name() {
         &|t| t.replace("aesthetic_mlp = \"aesthetic-mlp-random.safetensors\"\n", ""),
         "needs rewards.aesthetic_mlp",
     );
+    check(
+        &|t| {
+            t.replace(
+                "\"aesthetic-mlp-random.safetensors\"",
+                "\"hf://owner-only/aesthetic.safetensors\"",
+            )
+        },
+        "hf://owner/name[@revision]/path",
+    );
+    check(
+        &|t| format!("{t}\n[eval]\nclip = \"x\"\n"),
+        "unknown field `clip`",
+    );
+    // [eval] only says how to score: it leaves the run's hash (and so its resumability) alone.
+    let path = dir.join("e.toml");
+    std::fs::write(
+        &path,
+        format!("{text}\n[eval]\nclip_model = \"o/clip\"\nfid_reference = \"coco.npz\"\n"),
+    )
+    .unwrap();
+    let with_eval = TrainConfig::from_file(&path).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    let without = TrainConfig::from_file(&path).unwrap();
+    assert_eq!(with_eval.eval.clip_model.as_deref(), Some("o/clip"));
+    assert_eq!(with_eval.hash(), without.hash());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -179,13 +179,11 @@ pub fn plan_repo(
                 break;
             }
         }
-        let (mut f, r) = found
+        let (f, r) = found
             .with_context(|| format!("{repo} has no file {} on the hub", names.join(" or ")))?;
+        // The first file is asked for at `main` (so fetching it records refs/main); the others
+        // at the commit it resolved to.
         revision = r.commit.clone();
-        if out.is_empty() {
-            // The first file names the branch, so that refs/main records the commit.
-            f.revision = "main".into();
-        }
         out.push((f, r));
     }
     let commit = out
