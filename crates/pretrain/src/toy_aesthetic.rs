@@ -84,15 +84,20 @@ impl AestheticTrainConfig {
         Ok(config)
     }
 
+    /// The optimisation.
+    pub fn fit(&self) -> Fit {
+        Fit {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+        }
+    }
+
     pub fn check(&self) -> Result<()> {
-        if self.steps == 0 || self.batch_size == 0 || self.eval_count == 0 {
-            bail!("steps, batch_size and eval_count must be at least 1");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("lr must be a positive number, got {}", self.lr);
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bail!("weight_decay must be ≥ 0, got {}", self.weight_decay);
+        self.fit().check()?;
+        if self.eval_count == 0 {
+            bail!("eval_count must be at least 1");
         }
         let t = &self.tower;
         if t.projection_dim != 768 {
@@ -206,18 +211,12 @@ pub fn train<B: AutodiffBackend>(
         path: Vec::new(),
     });
     let spec = Spec::new(config.seed, Split::Train).objects(Objects::One);
-    let optimisation = Fit {
-        steps: config.steps,
-        batch_size: config.batch_size,
-        lr: config.lr,
-        weight_decay: config.weight_decay,
-    };
     let loss = |model: &Aesthetic<B>, samples: &[Sample]| {
         let (x, labels) = tensors::<B>(samples, device);
         let err = model.score(x, &[])? - targets::<B>(&labels, device);
         Ok(err.powi_scalar(2).mean())
     };
-    let (model, losses) = fit(model, &optimisation, &spec, "toy aesthetic", loss, on_step)?;
+    let (model, losses) = fit(model, &config.fit(), &spec, "toy aesthetic", loss, on_step)?;
     Ok(Trained {
         model: model.valid(),
         losses,

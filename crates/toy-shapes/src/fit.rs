@@ -22,6 +22,25 @@ pub struct Fit {
     pub weight_decay: f64,
 }
 
+impl Fit {
+    /// Checks the values (errors name the config field).
+    pub fn check(&self) -> Result<()> {
+        if self.steps == 0 || self.batch_size == 0 {
+            bail!("steps and batch_size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!(
+                "weight_decay must be a non-negative number, got {}",
+                self.weight_decay
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Trains `model` on `spec`'s stream: each step's `loss(model, batch)` (a one-element tensor) is
 /// recorded and minimised; `on_step(step, loss)` follows every step. `what` names the model in
 /// the error a non-finite loss gives.

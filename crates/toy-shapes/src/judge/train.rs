@@ -54,19 +54,21 @@ impl TrainConfig {
     }
 
     pub fn check(&self) -> Result<()> {
-        if self.steps == 0 || self.batch_size == 0 || self.eval_count == 0 {
-            bail!("steps, batch_size and eval_count must be at least 1");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("lr must be a positive number, got {}", self.lr);
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bail!(
-                "weight_decay must be a non-negative number, got {}",
-                self.weight_decay
-            );
+        self.fit().check()?;
+        if self.eval_count == 0 {
+            bail!("eval_count must be at least 1");
         }
         self.judge().check()
+    }
+
+    /// The optimisation.
+    pub fn fit(&self) -> Fit {
+        Fit {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+        }
     }
 
     /// The architecture trained.
@@ -142,12 +144,6 @@ pub fn train<B: AutodiffBackend>(
     let spec = Spec::new(config.seed, Split::Train)
         .objects(Objects::One)
         .size(config.image_size as u32);
-    let optimisation = Fit {
-        steps: config.steps,
-        batch_size: config.batch_size,
-        lr: config.lr,
-        weight_decay: config.weight_decay,
-    };
     let loss = |net: &JudgeNet<B>, samples: &[Sample]| {
         let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
         let labels: Vec<_> = samples.iter().map(|s| s.labels.clone()).collect();
@@ -160,7 +156,7 @@ pub fn train<B: AutodiffBackend>(
             + ce.forward(l.position, t_position)
             + ce.forward(l.background, t_background))
     };
-    let (net, losses) = fit(net, &optimisation, &spec, "judge", loss, &mut on_step)?;
+    let (net, losses) = fit(net, &config.fit(), &spec, "judge", loss, &mut on_step)?;
     Ok(TrainReport {
         judge: Judge {
             config: judge_config,
