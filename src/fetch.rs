@@ -289,7 +289,7 @@ pub fn run(a: &FetchArgs) -> Result<()> {
     let mut unknown = false;
     for (n, why, p) in &plans {
         let state = match p {
-            Ok(Plan::Here(at)) if matches!(n, Need::Local(_)) => "here".to_string(),
+            Ok(Plan::Here(_)) if matches!(n, Need::Local(_)) => "here".to_string(),
             Ok(Plan::Here(at)) => format!("here ({})", at.display()),
             Ok(Plan::Missing(_)) => "MISSING".into(),
             Ok(p) => match p.bytes() {
