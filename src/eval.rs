@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use clap::ArgAction;
 use rid_trainer::TrainConfig;
-use rid_trainer::config::read_prompts;
+use rid_trainer::config::{FidFeatures, read_prompts};
 use ril_metrics::{EvalSpec, Metric, evaluate};
 use sd_model::StableDiffusion;
 use sd_model::hub::asset::Asset;
@@ -57,6 +57,11 @@ pub struct EvalArgs {
     /// FID: deterministic hash weights instead (values comparable only with each other).
     #[arg(long, group = "fid_inception")]
     pub fid_hash_weights: bool,
+    /// FID's features: inception (pytorch-fid's) or clip (the CLIP score model's normalised image
+    /// embeddings, against a folder of real images) [default: the config's eval.fid_features,
+    /// else inception].
+    #[arg(long, value_name = "NET", value_parser = one_of(&FID_FEATURES, fid_features_name))]
+    pub fid_features: Option<FidFeatures>,
     /// CLIP score (torchmetrics' definition): a transformers CLIPModel folder or hub id, e.g.
     /// openai/clip-vit-large-patch14 [default: the config's eval.clip_model].
     #[arg(long, value_name = "DIR_OR_REPO", value_parser = text())]
@@ -89,9 +94,20 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     })
 }
 
-/// FID's reference and weights from the flags, else the config; the hash weights only when
-/// asked for. A reference without weights is refused before any work.
+const FID_FEATURES: [FidFeatures; 2] = [FidFeatures::Inception, FidFeatures::Clip];
+
+fn fid_features_name(f: FidFeatures) -> &'static str {
+    match f {
+        FidFeatures::Inception => "inception",
+        FidFeatures::Clip => "clip",
+    }
+}
+
+/// FID's reference, network and weights from the flags, else the config; the hash weights only
+/// when asked for. A reference without Inception weights, or CLIP features without a CLIP model,
+/// is refused before any work.
 fn fid_spec(a: &EvalArgs, config: &TrainConfig) -> Result<Option<ril_metrics::eval::FidSpec>> {
+    use ril_metrics::eval::{FidNetwork, FidSpec};
     let Some(reference) = a
         .fid_reference
         .clone()
@@ -99,6 +115,19 @@ fn fid_spec(a: &EvalArgs, config: &TrainConfig) -> Result<Option<ril_metrics::ev
     else {
         return Ok(None);
     };
+    if a.fid_features.or(config.eval.fid_features) == Some(FidFeatures::Clip) {
+        if a.clip_model.is_none() && config.eval.clip_model.is_none() {
+            bail!(
+                "FID on CLIP features (--fid-features clip or [eval] fid_features) needs the CLIP \
+                 model: --clip-model DIR_OR_REPO or [eval] clip_model in the config"
+            );
+        }
+        return Ok(Some(FidSpec {
+            reference,
+            weights: None,
+            network: FidNetwork::Clip,
+        }));
+    }
     let weights = match (&a.fid_weights, &config.eval.fid_weights) {
         _ if a.fid_hash_weights => None,
         (Some(w), _) | (None, Some(w)) => Some(w.resolve().context("FID's Inception weights")?),
@@ -107,7 +136,11 @@ fn fid_spec(a: &EvalArgs, config: &TrainConfig) -> Result<Option<ril_metrics::ev
              config, or --fid-hash-weights"
         ),
     };
-    Ok(Some(ril_metrics::eval::FidSpec { reference, weights }))
+    Ok(Some(FidSpec {
+        reference,
+        weights,
+        network: FidNetwork::Inception,
+    }))
 }
 
 fn eval<B: Backend>(

@@ -59,10 +59,16 @@ fn crate_dependencies_follow_the_declared_direction() {
         // The toy world stands alone: the root crate wires it to sd-model's backends.
         ("toy-shapes", &[]),
         // Pretraining builds sd-model's models and reads the toy world's data
-        // (and trains its reward models in the rewards' architectures).
+        // (and trains its reward and metric models in the rewards' and metrics' architectures).
         (
             "pretrain",
-            &["sd-model", "lora-group", "toy-shapes", "rewards"],
+            &[
+                "sd-model",
+                "lora-group",
+                "toy-shapes",
+                "rewards",
+                "ril-metrics",
+            ],
         ),
     ];
     let all: Vec<&str> = allowed

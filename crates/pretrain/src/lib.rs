@@ -2,7 +2,7 @@
 //! reconstruction + KL (diffusers' / LDM's objective without the perceptual and GAN terms), then
 //! the UNet and the CLIP text encoder together on the epsilon-prediction loss with SD 1.5's noise
 //! schedule and a share of empty captions, each with AdamW; the result is a diffusers folder.
-//! Also the toy world's reward models ([`toy_aesthetic`]).
+//! Also the toy world's reward and metric models ([`toy_aesthetic`], [`toy_clip`]).
 
 pub mod config;
 pub mod data;
@@ -12,8 +12,10 @@ pub mod init;
 pub mod optim;
 pub mod output;
 pub mod run;
+pub mod seeded;
 pub mod sources;
 pub mod toy_aesthetic;
+pub mod toy_clip;
 pub mod vocab;
 
 pub use config::PretrainConfig;

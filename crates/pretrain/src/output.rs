@@ -147,3 +147,12 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     lora_group::io::write_atomic(path, text.as_bytes())
 }
+
+/// Writes the new folder `out` as a whole (`lora_group::io::write_dir_atomic`), refusing an
+/// `out` that exists and is not an empty folder: a trained model never replaces another.
+pub fn write_new_dir(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
+        anyhow::bail!("{} exists and is not an empty folder", out.display());
+    }
+    lora_group::io::write_dir_atomic(out, fill)
+}

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rewards::Reward;
@@ -24,6 +24,8 @@ use toy_shapes::fit::{Fit, fit};
 use toy_shapes::judge::images_to_tensor;
 use toy_shapes::rng::SplitMix64;
 use toy_shapes::{Labels, Objects, Sample, Spec, Split};
+
+use crate::seeded::SeededInit;
 
 /// The vision tower's shape (transformers' `CLIPVisionConfig` fields; every one required).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,61 +122,6 @@ impl AestheticTrainConfig {
     }
 }
 
-/// The initial weights, drawn from SplitMix64 in parameter order (not from the backend's global
-/// generator, which other threads may draw from or reseed): LayerNorm scales 1 and shifts 0,
-/// biases 0, embeddings (the class token, the positions) uniform with standard deviation 0.02 (CLIP's
-/// `initializer_range`), other weights uniform in ±1/sqrt(fan_in) (PyTorch's default bound for
-/// Linear and Conv2d).
-struct SeededInit {
-    rng: SplitMix64,
-    /// (field, container type) of the modules entered.
-    path: Vec<(String, String)>,
-}
-
-impl<B: Backend> ModuleMapper<B> for SeededInit {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        let dims = tensor.dims();
-        let n: usize = dims.iter().product();
-        let (field, container) = self
-            .path
-            .last()
-            .map(|(f, c)| (f.as_str(), c.as_str()))
-            .unwrap_or(("", ""));
-        let uniform = |rng: &mut SplitMix64, bound: f32| -> Vec<f32> {
-            (0..n).map(|_| bound * rng.signed()).collect()
-        };
-        let values = match (container, field) {
-            ("Struct:LayerNorm", "gamma") => vec![1.0; n],
-            (_, "bias") | ("Struct:LayerNorm", _) => vec![0.0; n],
-            ("Struct:Embedding", _) | (_, "class_embedding") => {
-                uniform(&mut self.rng, 0.02 * 3f32.sqrt())
-            }
-            _ => {
-                let fan_in = match D {
-                    4 => dims[1] * dims[2] * dims[3],
-                    2 => dims[0],
-                    _ => n,
-                };
-                uniform(&mut self.rng, 1.0 / (fan_in as f32).sqrt())
-            }
-        };
-        // A tensor made from data does not track gradients: keep the parameter's setting.
-        let t = Tensor::from_data(TensorData::new(values, dims), &tensor.device())
-            .set_require_grad(tensor.is_require_grad());
-        Param::from_mapped_value(id, t, mapper)
-    }
-}
-
 /// Samples as images [n, 3, 64, 64] in [-1, 1] (the range the rewards take) and their labels.
 fn tensors<B: Backend>(samples: &[Sample], device: &B::Device) -> (Tensor<B, 4>, Vec<Labels>) {
     let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
@@ -206,10 +153,10 @@ pub fn train<B: AutodiffBackend>(
         clip: config.tower.clip().init(device)?,
         mlp: AestheticMlp::new(768, device),
     };
-    let model = model.map(&mut SeededInit {
-        rng: SplitMix64::keyed(&[config.seed, 0x4145_5354]),
-        path: Vec::new(),
-    });
+    let model = model.map(&mut SeededInit::new(SplitMix64::keyed(&[
+        config.seed,
+        0x4145_5354,
+    ])));
     let spec = Spec::new(config.seed, Split::Train).objects(Objects::One);
     let loss = |model: &Aesthetic<B>, samples: &[Sample]| {
         let (x, labels) = tensors::<B>(samples, device);
@@ -307,42 +254,27 @@ pub fn tower_json(t: &TowerConfig) -> serde_json::Value {
 }
 
 /// Writes `out/clip/{config.json, model.safetensors}`, `out/mlp.safetensors` and the `extra`
-/// files, assembled in a folder beside `out` and renamed into place (`out` must not exist, or be
-/// empty).
+/// files into the new folder `out` as a whole (`crate::output::write_new_dir`: an occupied `out`
+/// is refused).
 pub fn save<B: Backend>(
     model: &Aesthetic<B>,
     tower: &TowerConfig,
     out: &Path,
     extra: &[(&str, Vec<u8>)],
 ) -> Result<()> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out.file_name().context("--out has no folder name")?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(tmp.join("clip"))
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    std::fs::write(
-        tmp.join("clip/config.json"),
-        serde_json::to_vec_pretty(&tower_json(tower))?,
-    )?;
-    sd_model::save::save_module(&model.clip, &tmp.join("clip/model.safetensors"), "", &meta)?;
-    sd_model::save::save_module(&model.mlp, &tmp.join("mlp.safetensors"), "", &meta)?;
-    for (file, bytes) in extra {
-        std::fs::write(tmp.join(file), bytes)
-            .with_context(|| format!("cannot write {}", tmp.join(file).display()))?;
-    }
-    if out.exists() {
-        std::fs::remove_dir(out)
-            .with_context(|| format!("{} exists and is not an empty folder", out.display()))?;
-    }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move the result to {}", out.display()))
+    crate::output::write_new_dir(out, |tmp| {
+        std::fs::create_dir_all(tmp.join("clip"))
+            .with_context(|| format!("cannot create {}", tmp.join("clip").display()))?;
+        lora_group::io::write_atomic(
+            &tmp.join("clip/config.json"),
+            &serde_json::to_vec_pretty(&tower_json(tower))?,
+        )?;
+        sd_model::save::save_module(&model.clip, &tmp.join("clip/model.safetensors"), "", &meta)?;
+        sd_model::save::save_module(&model.mlp, &tmp.join("mlp.safetensors"), "", &meta)?;
+        for (file, bytes) in extra {
+            lora_group::io::write_atomic(&tmp.join(file), bytes)?;
+        }
+        Ok(())
+    })
 }

@@ -1,5 +1,6 @@
 //! HPSv2: the cosine between open_clip ViT-H-14 image and text features, as the HPSv2 package
-//! scores an image for a prompt (plain cosine, about 0.2–0.35 for SD 1.5; no logit scale).
+//! scores an image for a prompt (plain cosine, about 0.2–0.35 for SD 1.5; no logit scale), the
+//! image resized to the model's input size (224 for ViT-H-14).
 
 use std::path::Path;
 
@@ -61,7 +62,9 @@ impl<B: Backend> Reward<B> for Hps<B> {
             );
         }
         let device = images.device();
-        let image = self.model.encode_image(clip_preprocess(images, 224));
+        let image = self
+            .model
+            .encode_image(clip_preprocess(images, self.model.image_size));
         let text = self.model.encode_text(self.tokenize(prompts, &device)?);
         Ok((image * text).sum_dim(1).reshape([b]))
     }

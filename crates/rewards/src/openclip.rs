@@ -158,6 +158,7 @@ impl OpenClipConfig {
             ),
             ln_final: ln(tw),
             text_projection: zeros2(tw, self.embed_dim),
+            image_size: self.image_size,
         }
     }
 }
@@ -289,6 +290,8 @@ pub struct OpenClip<B: Backend> {
     pub ln_final: LayerNorm<B>,
     /// [width, embed_dim].
     pub text_projection: Param<Tensor<B, 2>>,
+    /// Input size the image tower's position embeddings were trained for (ViT-H-14: 224).
+    pub image_size: usize,
 }
 
 fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {

@@ -149,6 +149,17 @@ pub struct EvalConfig {
     pub fid_weights: Option<Asset>,
     /// FID: a folder of real images or their statistics (.npz from `ril fid-stats`).
     pub fid_reference: Option<PathBuf>,
+    /// FID's features: "inception" (pytorch-fid's, the default) or "clip" (the CLIP score model's
+    /// L2-normalised image embeddings; the reference must then be a folder of images).
+    pub fid_features: Option<FidFeatures>,
+}
+
+/// The feature network of FID (`[eval] fid_features`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FidFeatures {
+    Inception,
+    Clip,
 }
 
 impl EvalConfig {

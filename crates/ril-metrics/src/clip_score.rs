@@ -134,6 +134,70 @@ impl<B: Backend> ClipScorer<B> {
     }
 }
 
+/// The L2-normalised image features of 8-bit images as a flat row-major list (FID on CLIP
+/// features).
+pub fn feature_values<B: Backend>(
+    scorer: &ClipScorer<B>,
+    images: &[RgbImage],
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    scorer
+        .image_features(images, device)?
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| anyhow::anyhow!("CLIP image features: {e:?}"))
+}
+
+/// A name for the CLIP model of folder `dir` that changes with its weights (their FNV-1a hash),
+/// recorded with cached FID statistics on its features.
+pub fn identity(dir: &Path) -> Result<String> {
+    let weights = ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{} holds no CLIP weights file", dir.display()))?;
+    let bytes =
+        std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
+    Ok(format!(
+        "clip-image-features:{:016x}",
+        crate::fid::fnv1a_bytes(&bytes)
+    ))
+}
+
+/// FID statistics of the CLIP image features of the images of `dir` (cached as
+/// [`crate::fid::cached_folder_stats`] says, under `ident` from [`identity`]).
+pub fn folder_stats<B: Backend>(
+    scorer: &ClipScorer<B>,
+    ident: &str,
+    dir: &Path,
+    batch: usize,
+    device: &B::Device,
+) -> Result<crate::fid::Stats> {
+    if crate::fid::is_stats_file(dir) {
+        bail!(
+            "{}: FID on CLIP features takes a folder of real images, not Inception statistics",
+            dir.display()
+        );
+    }
+    let dim = scorer.text.text_projection.weight.val().dims()[1];
+    crate::fid::cached_folder_stats(dir, ident, dim, |files| {
+        let mut feats = Vec::with_capacity(files.len() * dim);
+        for chunk in files.chunks(batch.max(1)) {
+            let images = chunk
+                .iter()
+                .map(|f| {
+                    image::open(f)
+                        .map(|i| i.to_rgb8())
+                        .with_context(|| format!("{} is not a readable image", f.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            feats.extend(feature_values(scorer, &images, device)?);
+        }
+        Ok(feats)
+    })
+}
+
 fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt();
     x / norm

@@ -94,11 +94,27 @@ pub struct EvalSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FidSpec {
     /// A folder of real images (its statistics are cached in the cache folder, see
-    /// [`crate::fid::folder_stats`]) or a pytorch-fid statistics file (`.npz`).
+    /// [`crate::fid::folder_stats`]) or, for Inception features, a pytorch-fid statistics file
+    /// (`.npz`).
     pub reference: std::path::PathBuf,
     /// pytorch-fid's Inception weights; None uses the deterministic hash weights (values
-    /// comparable only with each other).
+    /// comparable only with each other). Unused with [`FidNetwork::Clip`].
     pub weights: Option<std::path::PathBuf>,
+    /// Whose features the Fréchet distance compares.
+    #[serde(default)]
+    pub network: FidNetwork,
+}
+
+/// The feature network of FID.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FidNetwork {
+    /// pytorch-fid's InceptionV3 pool features (2048).
+    #[default]
+    Inception,
+    /// The CLIP score model's L2-normalised image embeddings (the toy world's FID: its images
+    /// are not photographs, so Inception's features say little about them).
+    Clip,
 }
 
 /// The numbers of one model.
@@ -177,28 +193,42 @@ pub fn evaluate<B: Backend>(
             None => scorers.push((m, rewards::build::build_reward::<B>(kind, rewards, device)?)),
         }
     }
+    let clip = match (&spec.clip_model, spec.metrics.contains(&Metric::ClipScore)) {
+        (Some(source), true) => Some(load_clip::<B>(source, device)?),
+        _ => None,
+    };
     let fid = match (&spec.fid, spec.metrics.contains(&Metric::Fid)) {
-        (Some(f), true) => {
-            let model = crate::fid::inception::<B>(f.weights.as_deref(), device)?;
-            let reference = crate::fid::reference_stats(
-                &model,
-                f.weights.as_deref(),
-                &f.reference,
-                spec.batch_size,
-                device,
-            )?;
-            Some((model, reference))
-        }
+        (Some(f), true) => Some(match f.network {
+            FidNetwork::Inception => {
+                let model = crate::fid::inception::<B>(f.weights.as_deref(), device)?;
+                let reference = crate::fid::reference_stats(
+                    &model,
+                    f.weights.as_deref(),
+                    &f.reference,
+                    spec.batch_size,
+                    device,
+                )?;
+                (FidNet::Inception(Box::new(model)), reference)
+            }
+            FidNetwork::Clip => {
+                let source = spec.clip_model.as_deref().context(
+                    "FID on CLIP features needs the CLIP model (--clip-model DIR_OR_REPO or \
+                     [eval] clip_model)",
+                )?;
+                let (scorer, ident) = load_clip::<B>(source, device)?;
+                let reference = crate::clip_score::folder_stats(
+                    &scorer,
+                    &ident,
+                    &f.reference,
+                    spec.batch_size,
+                    device,
+                )?;
+                (FidNet::Clip(Box::new(scorer)), reference)
+            }
+        }),
         _ => None,
     };
     let mut fid_features: Vec<f32> = Vec::new();
-    let clip = match (&spec.clip_model, spec.metrics.contains(&Metric::ClipScore)) {
-        (Some(source), true) => {
-            let dir = sd_model::hub::resolve_repo(source, sd_model::hub::CLIP_FILES)?;
-            Some(crate::clip_score::ClipScorer::<B>::load(&dir, device)?)
-        }
-        _ => None,
-    };
     let mut clip_sum = 0.0;
     let jobs: Vec<(usize, usize)> = (0..spec.prompts.len())
         .flat_map(|i| (0..spec.images_per_prompt).map(move |j| (i, j)))
@@ -236,7 +266,7 @@ pub fn evaluate<B: Backend>(
             latents: InitLatents::Given(latents),
         };
         let images = sd.sample(&req, device, |_, _| {})?;
-        if let Some((model, _)) = &fid {
+        if let Some((FidNet::Inception(model), _)) = &fid {
             let x = ((images.clone() + 1.0) / 2.0).clamp(0.0, 1.0);
             fid_features.extend(crate::fid::features(model, x, spec.batch_size));
         }
@@ -250,9 +280,12 @@ pub fn evaluate<B: Backend>(
             *sums.entry(*m).or_default() += s.iter().map(|&v| v as f64).sum::<f64>();
         }
         let rgb = to_rgb8(images)?;
-        if let Some(c) = &clip {
+        if let Some((c, _)) = &clip {
             let (scores, _) = c.score(&rgb, &prompts, device)?;
             clip_sum += scores.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        if let Some((FidNet::Clip(c), _)) = &fid {
+            fid_features.extend(crate::clip_score::feature_values(c, &rgb, device)?);
         }
         for (k, img) in rgb.into_iter().enumerate() {
             if spec.metrics.contains(&Metric::PngKb) {
@@ -277,7 +310,8 @@ pub fn evaluate<B: Backend>(
             .insert(Metric::ClipScore, (clip_sum / jobs.len() as f64).max(0.0));
     }
     if let Some((_, reference)) = &fid {
-        let generated = crate::fid::Stats::from_features(&fid_features, 2048)?;
+        let dim = reference.mu.len();
+        let generated = crate::fid::Stats::from_features(&fid_features, dim)?;
         result.values.insert(
             Metric::Fid,
             crate::fid::frechet_distance(&generated, reference)?,
@@ -301,6 +335,24 @@ pub fn evaluate<B: Backend>(
         save_grid(&grid, cols, &out.join("grid.png"))?;
     }
     Ok(result)
+}
+
+/// FID's network, loaded.
+enum FidNet<B: Backend> {
+    Inception(Box<crate::inception::InceptionV3<B>>),
+    Clip(Box<crate::clip_score::ClipScorer<B>>),
+}
+
+/// The CLIP score model of `source` (a folder or hub id) and its identity for cached statistics.
+fn load_clip<B: Backend>(
+    source: &str,
+    device: &B::Device,
+) -> Result<(crate::clip_score::ClipScorer<B>, String)> {
+    let dir = sd_model::hub::resolve_repo(source, sd_model::hub::CLIP_FILES)?;
+    Ok((
+        crate::clip_score::ClipScorer::<B>::load(&dir, device)?,
+        crate::clip_score::identity(&dir)?,
+    ))
 }
 
 /// Tiles images row by row (`cols` per row) into one PNG, written atomically.

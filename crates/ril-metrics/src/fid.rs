@@ -16,8 +16,13 @@ use crate::inception::InceptionV3;
 
 /// FNV-1a 64 of `s`.
 fn fnv1a(s: &str) -> u64 {
+    fnv1a_bytes(s.as_bytes())
+}
+
+/// FNV-1a 64 of `bytes`.
+pub fn fnv1a_bytes(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -411,16 +416,36 @@ pub fn stats_cache_dir() -> Option<PathBuf> {
     var("HOME").map(|h| h.join(".cache").join("ril").join("fid-stats"))
 }
 
-/// Statistics of the images of `dir` (all of one size; at least two), cached in
-/// [`stats_cache_dir`] under a key of the folder's path, its file list (names and sizes) and
-/// the weights used, so they are recomputed when any changes. The cache is only an
-/// optimisation: when it cannot be written the statistics are returned with a warning.
+/// Statistics of the images of `dir` (all of one size; at least two) through `model`, cached as
+/// [`cached_folder_stats`] says.
 pub fn folder_stats<B: Backend>(
     model: &InceptionV3<B>,
     weights: Option<&Path>,
     dir: &Path,
     batch: usize,
     device: &B::Device,
+) -> Result<Stats> {
+    let ident = weights_identity(weights);
+    cached_folder_stats(dir, &ident, FEATURES, |files| {
+        let mut feats = Vec::with_capacity(files.len() * FEATURES);
+        for chunk in files.chunks(batch.max(1)) {
+            let images = rewards::images::load_images::<B>(chunk, device)?;
+            feats.extend(features(model, (images + 1.0) / 2.0, batch.max(1)));
+        }
+        Ok(feats)
+    })
+}
+
+/// Statistics of `dim`-wide features of the images of `dir` (all of one size; at least two),
+/// `compute` giving the features of the folder's files, cached in [`stats_cache_dir`] under a
+/// key of the folder's path, its file list (names and sizes) and `ident` (the feature network's
+/// identity), so they are recomputed when any changes. The cache is only an optimisation: when
+/// it cannot be written the statistics are returned with a warning.
+pub fn cached_folder_stats(
+    dir: &Path,
+    ident: &str,
+    dim: usize,
+    compute: impl FnOnce(&[PathBuf]) -> Result<Vec<f32>>,
 ) -> Result<Stats> {
     let files = rewards::images::image_files(dir)?;
     if files.len() < 2 {
@@ -457,7 +482,6 @@ pub fn folder_stats<B: Backend>(
         ));
     }
     let key = format!("{:016x}", fnv1a(&listing));
-    let ident = weights_identity(weights);
     let source = std::fs::canonicalize(dir)
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
@@ -471,20 +495,15 @@ pub fn folder_stats<B: Backend>(
     if let Some(cache) = &cache
         && let Ok((stats, meta)) = Stats::load(cache)
         && meta.get("images") == Some(&key)
-        && meta.get("weights") == Some(&ident)
+        && meta.get("weights").map(String::as_str) == Some(ident)
         && meta.get("source") == Some(&source)
     {
         return Ok(stats);
     }
-    let mut feats = Vec::with_capacity(files.len() * 2048);
-    for chunk in files.chunks(batch.max(1)) {
-        let images = rewards::images::load_images::<B>(chunk, device)?;
-        feats.extend(features(model, (images + 1.0) / 2.0, batch.max(1)));
-    }
-    let stats = Stats::from_features(&feats, 2048)?;
+    let stats = Stats::from_features(&compute(&files)?, dim)?;
     let mut meta = BTreeMap::new();
     meta.insert("images".to_string(), key);
-    meta.insert("weights".to_string(), ident);
+    meta.insert("weights".to_string(), ident.to_string());
     meta.insert("source".to_string(), source);
     let saved = match &cache {
         Some(cache) => cache

@@ -192,6 +192,7 @@ fn fid_and_clip_score_are_computed_when_their_inputs_are_given() {
     s.fid = Some(ril_metrics::eval::FidSpec {
         reference: reference.clone(),
         weights: None,
+        network: Default::default(),
     });
     s.clip_model = Some(tiny_clip_model(&dir).display().to_string());
     let r = evaluate(
@@ -211,5 +212,72 @@ fn fid_and_clip_score_are_computed_when_their_inputs_are_given() {
     assert!((0.0..=100.0).contains(&clip), "{clip}");
     // The reference statistics are cached outside the (possibly read-only) image folder.
     assert!(!reference.join(".ril-fid-stats.safetensors").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fid_on_clip_features_compares_the_clip_models_image_embeddings() {
+    use ril_metrics::clip_score::{ClipScorer, feature_values, folder_stats, identity};
+    use ril_metrics::eval::{FidNetwork, FidSpec};
+    use ril_metrics::fid::{Stats, frechet_distance};
+    let device = Default::default();
+    let dir = std::env::temp_dir().join(format!("ril-eval-fid-clip-{}", std::process::id()));
+    let clip_dir = tiny_clip_model(&dir);
+    let scorer = ClipScorer::<B>::load(&clip_dir, &device).unwrap();
+    let ident = identity(&clip_dir).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let mut images = Vec::new();
+    for (k, d) in [&a, &b].into_iter().enumerate() {
+        std::fs::create_dir_all(d).unwrap();
+        for i in 0..4u8 {
+            let img = image::RgbImage::from_fn(64, 64, |x, y| {
+                image::Rgb([x as u8 * 3, y as u8 + i * 40, 128 + 60 * k as u8])
+            });
+            img.save(d.join(format!("{i}.png"))).unwrap();
+            if k == 0 {
+                images.push(img);
+            }
+        }
+    }
+    // A folder's statistics are those of the model's features of its images.
+    let sa = folder_stats(&scorer, &ident, &a, 3, &device).unwrap();
+    let direct = Stats::from_features(&feature_values(&scorer, &images, &device).unwrap(), 768);
+    assert_eq!(sa.mu, direct.unwrap().mu);
+    // A set against itself is at distance 0 (up to the square root's rounding, far below the
+    // 1e-3 of the trace it cancels); another set is not.
+    let trace: f64 = sa.sigma.trace();
+    assert!(frechet_distance(&sa, &sa).unwrap().abs() < 1e-3 * trace.max(1e-9));
+    let sb = folder_stats(&scorer, &ident, &b, 3, &device).unwrap();
+    assert!(frechet_distance(&sa, &sb).unwrap() > 10.0 * trace * 1e-3);
+    // Inception statistics are not CLIP features.
+    let npz = dir.join("stats.npz");
+    let e = folder_stats(&scorer, &ident, &npz, 3, &device).unwrap_err();
+    assert!(e.to_string().contains("stats.npz"), "{e}");
+
+    // ril eval's FID on CLIP features: computed, and recorded with its network.
+    let sd = StableDiffusion::<B>::load(
+        &root().join("crates/sd-model/tests/fixtures/tiny-sd"),
+        &device,
+    )
+    .unwrap();
+    let mut s = spec(4);
+    s.metrics = vec![Metric::Fid];
+    s.fid = Some(FidSpec {
+        reference: a.clone(),
+        weights: None,
+        network: FidNetwork::Clip,
+    });
+    s.clip_model = Some(clip_dir.display().to_string());
+    let out = dir.join("out");
+    let r = evaluate(&sd, &s, &RewardsConfig::default(), &out, &device).unwrap();
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    let fid = r.values[&Metric::Fid];
+    assert!(fid.is_finite() && fid > 0.0, "{fid}");
+    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
+    assert!(json.contains("\"network\": \"clip\""), "{json}");
+    // Without the CLIP model there is nothing to take features with.
+    s.clip_model = None;
+    let e = evaluate(&sd, &s, &RewardsConfig::default(), &out, &device).unwrap_err();
+    assert!(e.to_string().contains("clip_model"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

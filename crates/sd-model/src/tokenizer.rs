@@ -105,6 +105,11 @@ impl ClipTokenizer {
             .map_err(|e| anyhow::anyhow!("cannot serialise the tokenizer: {e}"))
     }
 
+    /// The number of ids, special tokens included (a text model's `vocab_size`).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// The same tokenizer padding with `pad_id` (open_clip pads with 0).
     pub fn with_pad_id(mut self, pad_id: u32) -> Self {
         self.pad_id = pad_id;
