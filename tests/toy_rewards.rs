@@ -1,7 +1,7 @@
-//! The committed toy aesthetic reward (data/toy/aesthetic): `ril score --reward aesthetic` on the
-//! first held-out images, written as PNGs by `ril data shapes`, gives the scores recorded when the
-//! weights were made (heldout.json), and the recorded held-out fit says the reward follows the
-//! stated beauty.
+//! The committed toy reward and metric models (data/toy/aesthetic, data/toy/hps,
+//! data/toy/clip-metric): `ril score` (the rewards) and the CLIP score model on the first
+//! held-out images, written as PNGs by `ril data shapes`, give the scores recorded when the weights
+//! were made (heldout.json), and the recorded held-out figures say each model does its job.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,9 +25,70 @@ fn ril(args: &[&str]) -> (bool, String) {
     (o.status.success(), text)
 }
 
-fn heldout() -> serde_json::Value {
-    let p = root().join("data/toy/aesthetic/heldout.json");
+fn heldout_of(model: &str) -> serde_json::Value {
+    let p = root().join(format!("data/toy/{model}/heldout.json"));
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn heldout() -> serde_json::Value {
+    heldout_of("aesthetic")
+}
+
+/// The recorded scores of held-out items 0..n.
+fn recorded(h: &serde_json::Value) -> Vec<f64> {
+    h["first_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+/// Writes items 0..n of the single-object held-out stream of `seed` into `dir` with `ril data
+/// shapes`; returns their captions.
+fn heldout_images(dir: &Path, n: usize, seed: &str) -> Vec<String> {
+    let (ok, out) = ril(&[
+        "data",
+        "shapes",
+        "--count",
+        &n.to_string(),
+        "--seed",
+        seed,
+        "--split",
+        "heldout",
+        "--objects",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    std::fs::read_to_string(dir.join("metadata.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["text"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The per-image scores `ril score` printed.
+fn printed_scores(out: &str) -> Vec<f64> {
+    out.lines()
+        .filter(|l| l.contains(".png\t"))
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A model's training config, copied beside its weights, is the repository's config.
+fn made_by(model: &str, config: &str) {
+    let train = std::fs::read_to_string(root().join(format!("data/toy/{model}/train.toml")));
+    let config = std::fs::read_to_string(root().join(config)).unwrap();
+    assert_eq!(
+        train.unwrap(),
+        config,
+        "the committed weights were made by another config"
+    );
 }
 
 #[test]
@@ -111,4 +172,59 @@ fn the_committed_toy_aesthetic_reward_follows_the_stated_beauty() {
         "the committed weights were made by another config"
     );
     assert!(Path::new(&root().join("data/toy/aesthetic/clip/config.json")).is_file());
+}
+
+#[test]
+fn the_committed_toy_hps_reward_scores_what_was_recorded() {
+    let dir = scratch("toy-hps-score");
+    let images = dir.join("heldout");
+    let h = heldout_of("hps");
+    let recorded = recorded(&h);
+    let captions = heldout_images(&images, recorded.len(), &h["seed"].to_string());
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, captions.join("\n") + "\n").unwrap();
+    let d = root().join("data/toy/hps");
+    let (ok, out) = ril(&[
+        "score",
+        "--reward",
+        "hps",
+        "--images",
+        images.to_str().unwrap(),
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--weights",
+        d.join("open_clip_model.safetensors").to_str().unwrap(),
+        "--model-config",
+        d.join("open_clip_config.json").to_str().unwrap(),
+        "--tokenizer",
+        d.join("tokenizer").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let scores = printed_scores(&out);
+    assert_eq!(scores.len(), recorded.len(), "{out}");
+    for (i, (s, r)) in scores.iter().zip(&recorded).enumerate() {
+        // Cosines in [-1, 1] from the same weights and images: 1e-4 is far above another CPU's
+        // f32 rounding and far below the gap between a matching and a wrong caption (~0.9).
+        assert!(
+            (s - r).abs() < 1e-4,
+            "image {i}: {s} against the recorded {r}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_committed_toy_hps_reward_follows_captions() {
+    let h = heldout_of("hps");
+    assert!(h["count"].as_u64().unwrap() >= 1000);
+    // A prompt-conditioned reward: the own caption first among 64 far above chance (1/64), and
+    // clearly preferred to one naming another background, colour or size (chance 0.5). Shape
+    // and position are weaker (README of data/toy/hps): they are recorded, not required.
+    let top1 = h["top1"].as_f64().unwrap();
+    assert!(top1 > 0.5, "top-1 {top1}");
+    for a in ["background", "colour", "size"] {
+        let p = h["attribute_preferred"][a].as_f64().unwrap();
+        assert!(p > 0.9, "{a}: {p}");
+    }
+    made_by("hps", "configs/toy/hps.toml");
 }
