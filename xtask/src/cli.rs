@@ -180,6 +180,8 @@ pub struct OrderArgs {
 pub enum Preset {
     /// configs/tiny: the random pipeline of the tests, on the CPU (minutes).
     Tiny,
+    /// configs/toy: the toy world's base model, rewards and metrics, on the CPU.
+    Toy,
     /// configs/paper: SD 1.5 with the paper's values (needs the weights and a GPU; release
     /// build).
     Paper,

@@ -53,7 +53,7 @@ fn all_orders_plans_every_order_for_baseline_then_rid() {
 #[test]
 fn a_cell_trains_the_presets_tasks_in_its_order() {
     let root = xtask::root();
-    for preset in [Preset::Tiny, Preset::Paper] {
+    for preset in [Preset::Tiny, Preset::Toy, Preset::Paper] {
         for cell in all_cells() {
             let dir = Path::new("/grid").join(cell.id());
             let c = cell_config(&root, preset, cell, &dir).unwrap();
@@ -181,4 +181,55 @@ fn the_slurm_script_asks_for_a_gpu_only_for_a_gpu_backend_and_adds_the_users_opt
         );
         assert_eq!(directives[0], "--job-name=ril-grid", "{s}");
     }
+}
+
+#[test]
+fn the_toy_grids_dry_run_lists_every_cell_and_the_single_soup_and_joint_runs() {
+    let dir = std::env::temp_dir().join(format!("ril-toy-dry-run-{}", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "experiment",
+            "all-orders",
+            "--preset",
+            "toy",
+            "--dry-run",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run xtask");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?}\n{text}", out.status);
+    let mut ids: Vec<String> = all_cells().iter().map(Cell::id).collect();
+    ids.extend(
+        [
+            "single-A",
+            "single-H",
+            "single-C",
+            "soup",
+            "single-J (joint)",
+        ]
+        .map(String::from),
+    );
+    for id in &ids {
+        let line = format!("  {id}: ");
+        assert!(
+            text.lines().any(|l| l.starts_with(&line)),
+            "no plan line for {id}:\n{text}"
+        );
+    }
+    // Every training run of the toy preset is on the toy base model with 64x64 images, and the
+    // planning wrote nothing but the empty output folder.
+    let runs = text
+        .lines()
+        .filter(|l| l.contains("optimiser steps"))
+        .count();
+    assert_eq!(runs, 12 + 4, "{text}");
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("optimiser steps"))
+            .all(|l| l.ends_with("64x64"))
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -34,7 +34,17 @@ fn table3_has_a_row_per_cell_then_averages_then_the_plain_models() {
     let (cells, models) = parse_results(&fixture()).unwrap();
     let r = render_grid(&cells, &models).unwrap();
     let rows = md_rows(&r.table3_md);
-    let header = ["cell", "aesthetic", "hps", "png_kb", "jpeg_kb"];
+    // Every metric of ril eval is a column; the fixture's runs computed the first four.
+    let header = [
+        "cell",
+        "aesthetic",
+        "hps",
+        "png_kb",
+        "jpeg_kb",
+        "clip_score",
+        "fid",
+        "judge_accuracy",
+    ];
     assert_eq!(rows[0], header);
     let names: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
@@ -59,8 +69,10 @@ fn table3_has_a_row_per_cell_then_averages_then_the_plain_models() {
     // Final value (forgetting at the last stage: max over earlier stages of how much better
     // they were; higher is better for aesthetic and hps, lower for the file sizes).
     // baseline-AHC aesthetic 5, 6, 5.5, 5.25: 6 − 5.25 = 0.75; png_kb 10, 10, 10, 8: 8 − 10.
+    // The fixture computed no CLIP score, FID or judge accuracy: those columns show "–".
+    assert!(row(&rows, "baseline-AHC")[5..].iter().all(|c| c == "–"));
     assert_eq!(
-        row(&rows, "baseline-AHC")[1..],
+        row(&rows, "baseline-AHC")[1..5],
         [
             "5.2500 (0.7500)",
             "0.3750 (0.1250)",
@@ -75,7 +87,7 @@ fn table3_has_a_row_per_cell_then_averages_then_the_plain_models() {
     // Averages over the method's cells that have the metric: aesthetic (6 + 7) / 2 with
     // forgetting (0.5 − 1.5) / 2; jpeg_kb from rid-CHA alone.
     assert_eq!(
-        row(&rows, "rid average")[1..],
+        row(&rows, "rid average")[1..5],
         [
             "6.5000 (-0.5000)",
             "0.5000 (0.1250)",
@@ -89,7 +101,7 @@ fn table3_has_a_row_per_cell_then_averages_then_the_plain_models() {
     );
     // Models without a sequence: values only; the base is the first cell's stage 0.
     assert_eq!(
-        row(&rows, "SD 1.x (base)")[1..],
+        row(&rows, "SD 1.x (base)")[1..5],
         ["5.0000", "0.2500", "10.0000", "3.0000"]
     );
     assert_eq!(row(&rows, "soup")[4], "–");
@@ -112,15 +124,21 @@ fn table3_csv_has_a_value_and_a_forgetting_column_per_metric() {
             "png_kb_forgetting",
             "jpeg_kb",
             "jpeg_kb_forgetting",
+            "clip_score",
+            "clip_score_forgetting",
+            "fid",
+            "fid_forgetting",
+            "judge_accuracy",
+            "judge_accuracy_forgetting",
         ]
     );
-    // 3 cells + 2 averages + base + 5 models, each with 1 + 2 × 4 fields; names without spaces.
+    // 3 cells + 2 averages + base + 5 models, each with 1 + 2 × 7 fields; names without spaces.
     assert_eq!(lines.len(), 1 + 3 + 2 + 1 + 5);
     for l in &lines {
-        assert_eq!(l.len(), 9, "{l:?}");
+        assert_eq!(l.len(), 15, "{l:?}");
     }
     assert_eq!(
-        lines[1],
+        lines[1][..9],
         [
             "baseline-AHC",
             "5.25",
@@ -135,7 +153,10 @@ fn table3_csv_has_a_value_and_a_forgetting_column_per_metric() {
     );
     assert_eq!(lines[5][0], "rid_average");
     assert_eq!(lines[6][0], "SD_1.x_(base)");
-    assert_eq!(lines[10], ["soup", "5.25", "", "0.5", "", "9", "", "", ""]);
+    assert_eq!(
+        lines[10][..9],
+        ["soup", "5.25", "", "0.5", "", "9", "", "", ""]
+    );
 }
 
 #[test]
@@ -147,14 +168,35 @@ fn table6_sets_joint_tuning_against_rids_average() {
         .expect("a joint model");
     assert!(t6.starts_with("# Joint tuning vs RID\n\n"), "{t6}");
     let rows = md_rows(&t6);
-    assert_eq!(rows[0], ["model", "aesthetic", "hps", "png_kb", "jpeg_kb"]);
+    assert_eq!(
+        rows[0],
+        [
+            "model",
+            "aesthetic",
+            "hps",
+            "png_kb",
+            "jpeg_kb",
+            "clip_score",
+            "fid",
+            "judge_accuracy"
+        ]
+    );
     assert_eq!(
         rows[1],
-        ["joint tuning", "5.5000", "0.6250", "9.5000", "2.7500"]
+        [
+            "joint tuning",
+            "5.5000",
+            "0.6250",
+            "9.5000",
+            "2.7500",
+            "–",
+            "–",
+            "–"
+        ]
     );
     // The final values of the rid average row of table3, without forgetting.
     assert_eq!(
-        rows[2],
+        rows[2][..5],
         [
             "RID (average over orders)",
             "6.5000",
@@ -163,6 +205,7 @@ fn table6_sets_joint_tuning_against_rids_average() {
             "2.5000"
         ]
     );
+    assert_eq!(rows[2][5..], ["–", "–", "–"]);
     assert_eq!(rows.len(), 3);
     // Without a joint model there is no table6.
     let no_joint: Vec<_> = models.into_iter().filter(|(n, _)| n != "joint").collect();

@@ -152,6 +152,9 @@ pub struct EvalConfig {
     /// FID's features: "inception" (pytorch-fid's, the default) or "clip" (the CLIP score model's
     /// L2-normalised image embeddings; the reference must then be a folder of images).
     pub fid_features: Option<FidFeatures>,
+    /// The toy world's judge folder (`ril judge train`'s output, e.g. data/toy/judge): the
+    /// judge_accuracy metric on prompts that are the toy world's one-object captions.
+    pub judge: Option<PathBuf>,
 }
 
 /// The feature network of FID (`[eval] fid_features`).
@@ -214,6 +217,9 @@ impl TrainConfig {
             a.relative_to(base);
         }
         if let Some(p) = &mut self.eval.fid_reference {
+            fix(p);
+        }
+        if let Some(p) = &mut self.eval.judge {
             fix(p);
         }
         let local = |s: &mut String| {

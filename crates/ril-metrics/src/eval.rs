@@ -24,16 +24,20 @@ pub enum Metric {
     JpegKb,
     ClipScore,
     Fid,
+    /// The toy world's judge: the share of the attributes a prompt names that the judge reads off
+    /// its image (see [`ImageScorer`]).
+    JudgeAccuracy,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Self::Aesthetic,
         Self::Hps,
         Self::PngKb,
         Self::JpegKb,
         Self::ClipScore,
         Self::Fid,
+        Self::JudgeAccuracy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Metric {
             Self::JpegKb => "jpeg_kb",
             Self::ClipScore => "clip_score",
             Self::Fid => "fid",
+            Self::JudgeAccuracy => "judge_accuracy",
         }
     }
 
@@ -54,7 +59,7 @@ impl Metric {
                 Self::ALL
                     .into_iter()
                     .find(|m| m.name() == n.trim())
-                    .with_context(|| format!("unknown metric {n:?} (known: aesthetic, hps, png_kb, jpeg_kb, clip_score, fid)"))
+                    .with_context(|| format!("unknown metric {n:?} (known: aesthetic, hps, png_kb, jpeg_kb, clip_score, fid, judge_accuracy)"))
             })
             .collect()
     }
@@ -62,7 +67,9 @@ impl Metric {
     /// Whether larger values are better.
     pub fn direction(self) -> crate::Direction {
         match self {
-            Self::Aesthetic | Self::Hps | Self::ClipScore => crate::Direction::HigherIsBetter,
+            Self::Aesthetic | Self::Hps | Self::ClipScore | Self::JudgeAccuracy => {
+                crate::Direction::HigherIsBetter
+            }
             _ => crate::Direction::LowerIsBetter,
         }
     }
@@ -138,6 +145,15 @@ pub fn eval_noise<B: Backend>(
     NoiseRng::derive(seed, &[i as u64, j as u64]).tensor(shape, device)
 }
 
+/// A metric the caller computes with its own model on the 8-bit images and their prompts (the
+/// toy world's judge, which this crate does not know): one value per image, averaged.
+pub trait ImageScorer {
+    /// The metric it gives.
+    fn metric(&self) -> Metric;
+    /// One value per image.
+    fn score(&self, images: &[image::RgbImage], prompts: &[String]) -> Result<Vec<f64>>;
+}
+
 /// Generates the spec's images with `sd` and scores them; writes `out/results.json` and
 /// `out/grid.png` (atomically).
 pub fn evaluate<B: Backend>(
@@ -147,11 +163,29 @@ pub fn evaluate<B: Backend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<EvalResult> {
+    evaluate_with(sd, spec, rewards, &[], out, device)
+}
+
+/// [`evaluate`] with the caller's `scorers` for the metrics they give (a metric of the spec
+/// that none gives and this crate does not compute is reported as skipped).
+pub fn evaluate_with<B: Backend>(
+    sd: &StableDiffusion<B>,
+    spec: &EvalSpec,
+    rewards: &RewardsConfig,
+    scorers: &[&dyn ImageScorer],
+    out: &Path,
+    device: &B::Device,
+) -> Result<EvalResult> {
     if spec.prompts.is_empty() || spec.images_per_prompt == 0 || spec.batch_size == 0 {
         bail!("evaluation needs prompts, images per prompt ≥ 1 and batch size ≥ 1");
     }
     let mut result = EvalResult::default();
-    let mut scorers: Vec<(Metric, Box<dyn Reward<B>>)> = Vec::new();
+    let mut reward_scorers: Vec<(Metric, Box<dyn Reward<B>>)> = Vec::new();
+    let image_scorers: Vec<&dyn ImageScorer> = scorers
+        .iter()
+        .copied()
+        .filter(|s| spec.metrics.contains(&s.metric()))
+        .collect();
     for &m in &spec.metrics {
         let kind = match m {
             Metric::Aesthetic => RewardKind::Aesthetic,
@@ -163,6 +197,15 @@ pub fn evaluate<B: Backend>(
                         m,
                         "no CLIP model given (--clip-model DIR_OR_REPO or [eval] clip_model)"
                             .into(),
+                    );
+                }
+                continue;
+            }
+            Metric::JudgeAccuracy => {
+                if !scorers.iter().any(|s| s.metric() == m) {
+                    result.skipped.insert(
+                        m,
+                        "no judge given (--judge DIR or [eval] judge: the toy world's)".into(),
                     );
                 }
                 continue;
@@ -190,7 +233,9 @@ pub fn evaluate<B: Backend>(
             Some(reason) => {
                 result.skipped.insert(m, reason.to_string());
             }
-            None => scorers.push((m, rewards::build::build_reward::<B>(kind, rewards, device)?)),
+            None => {
+                reward_scorers.push((m, rewards::build::build_reward::<B>(kind, rewards, device)?))
+            }
         }
     }
     let clip = match (&spec.clip_model, spec.metrics.contains(&Metric::ClipScore)) {
@@ -270,7 +315,7 @@ pub fn evaluate<B: Backend>(
             let x = ((images.clone() + 1.0) / 2.0).clamp(0.0, 1.0);
             fid_features.extend(crate::fid::features(model, x, spec.batch_size));
         }
-        for (m, scorer) in &scorers {
+        for (m, scorer) in &reward_scorers {
             let s: Vec<f32> = scorer
                 .score(images.clone(), &prompts)?
                 .into_data()
@@ -283,6 +328,18 @@ pub fn evaluate<B: Backend>(
         if let Some((c, _)) = &clip {
             let (scores, _) = c.score(&rgb, &prompts, device)?;
             clip_sum += scores.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        for s in &image_scorers {
+            let v = s.score(&rgb, &prompts)?;
+            if v.len() != rgb.len() {
+                bail!(
+                    "{}: {} values for {} images",
+                    s.metric().name(),
+                    v.len(),
+                    rgb.len()
+                );
+            }
+            *sums.entry(s.metric()).or_default() += v.iter().sum::<f64>();
         }
         if let Some((FidNet::Clip(c), _)) = &fid {
             fid_features.extend(crate::clip_score::feature_values(c, &rgb, device)?);

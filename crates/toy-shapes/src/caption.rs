@@ -1,7 +1,7 @@
 //! Captions: a few natural templates that name every attribute of every object (size, colour,
 //! shape, position) and the background colour. Which template is drawn from the item's stream.
 
-use crate::attributes::{Labels, Object};
+use crate::attributes::{Colour, Labels, Object, Position, Shape, Size};
 
 /// "large red circle on the left".
 fn placed(o: &Object) -> String {
@@ -54,4 +54,44 @@ pub fn caption(labels: &Labels, choice: usize) -> String {
             format!("{} on {ab} background", parts.join(", "))
         }
     }
+}
+
+/// The drawable one-object labels whose caption with some template is exactly `text` (the
+/// inverse of [`caption`] on one-object captions), or None: how the toy world's metrics read
+/// a prompt file's captions back as labels.
+pub fn parse_one(text: &str) -> Option<Labels> {
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let named = |name: &str| words.contains(&name);
+    let colours: Vec<Colour> = Colour::ALL
+        .into_iter()
+        .filter(|c| named(c.name()))
+        .collect();
+    for shape in Shape::ALL.into_iter().filter(|s| named(s.name())) {
+        for size in Size::ALL.into_iter().filter(|s| named(s.name())) {
+            for &colour in colours.iter().filter(|c| Colour::OBJECT.contains(c)) {
+                for &background in &colours {
+                    for position in Position::ALL {
+                        let labels = Labels {
+                            objects: vec![Object {
+                                shape,
+                                colour,
+                                size,
+                                position,
+                            }],
+                            background,
+                        };
+                        if labels.check().is_ok()
+                            && (0..ONE.len()).any(|k| caption(&labels, k) == text)
+                        {
+                            return Some(labels);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
 }

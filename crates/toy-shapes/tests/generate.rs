@@ -280,3 +280,27 @@ fn labels_serialise_with_the_caption_words() {
     let back: Labels = serde_json::from_str(&json).unwrap();
     assert_eq!(back, s.labels);
 }
+
+#[test]
+fn one_object_captions_parse_back_to_their_labels() {
+    use toy_shapes::caption::parse_one;
+    for split in [Split::Train, Split::Heldout] {
+        let spec = Spec::new(7, split).objects(Objects::One);
+        for i in 0..300 {
+            let s = spec.sample(i);
+            assert_eq!(
+                parse_one(&s.caption),
+                Some(s.labels.clone()),
+                "{}",
+                s.caption
+            );
+        }
+    }
+    // Two objects, a changed word or free text are not one-object captions of the world.
+    let two = Spec::new(7, Split::Train).objects(Objects::Two).sample(0);
+    assert_eq!(parse_one(&two.caption), None, "{}", two.caption);
+    let one = Spec::new(7, Split::Train).objects(Objects::One).sample(0);
+    assert_eq!(parse_one(&format!("{} today", one.caption)), None);
+    assert_eq!(parse_one(&one.caption.replace(" a ", " one ")), None);
+    assert_eq!(parse_one("a cat on a sofa"), None);
+}

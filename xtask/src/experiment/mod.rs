@@ -63,6 +63,16 @@ fn run_grid(cells: &[Cell], whole_grid: bool, args: &GridArgs) -> Result<()> {
             let c = cell_config(&root, preset, cell, &out.join(cell.id()))?;
             println!("{}", plan::dry_run_line(cell, &c));
         }
+        if whole_grid {
+            for l in ['A', 'H', 'C'] {
+                let id = format!("single-{l}");
+                let c = single_config(&root, preset, l, &out.join(&id))?;
+                println!("{}", plan::run_line(&id, &c));
+            }
+            println!("  soup: the LoRA files of single-A, single-H and single-C, 1/3 each");
+            let c = single_config(&root, preset, 'J', &out.join("single-J"))?;
+            println!("{}", plan::run_line("single-J (joint)", &c));
+        }
         return Ok(());
     }
     // The paper's preset trains for hours: an optimised build.

@@ -62,6 +62,8 @@ pub fn base_config(root: &Path, preset: Preset, method: Method) -> Result<TrainC
     let name = match (preset, method) {
         (Preset::Tiny, Method::Rid) => "configs/tiny/rid-ahc.toml",
         (Preset::Tiny, Method::Baseline) => "configs/tiny/baseline-ahc.toml",
+        (Preset::Toy, Method::Rid) => "configs/toy/rid.toml",
+        (Preset::Toy, Method::Baseline) => "configs/toy/baseline.toml",
         (Preset::Paper, Method::Rid) => "configs/paper/rid.toml",
         (Preset::Paper, Method::Baseline) => "configs/paper/baseline.toml",
     };
@@ -128,6 +130,11 @@ pub fn optimiser_steps(c: &TrainConfig) -> usize {
 
 /// The dry-run line of one cell.
 pub fn dry_run_line(cell: Cell, c: &TrainConfig) -> String {
+    run_line(&cell.id(), c)
+}
+
+/// The dry-run line of the grid's run `id` (a cell, `single-A`, `joint`) with config `c`.
+pub fn run_line(id: &str, c: &TrainConfig) -> String {
     let images: usize = c
         .tasks
         .iter()
@@ -135,7 +142,7 @@ pub fn dry_run_line(cell: Cell, c: &TrainConfig) -> String {
         .sum();
     format!(
         "  {}: {} tasks [{}], {} optimiser steps, {images} training images, {} DDIM steps each, {}x{}",
-        cell.id(),
+        id,
         c.tasks.len(),
         c.tasks
             .iter()

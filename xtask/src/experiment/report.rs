@@ -21,14 +21,10 @@ pub type Cells = Vec<(String, Stages)>;
 /// The models without a sequence: (row name, result).
 pub type Models = Vec<(String, EvalResult)>;
 
-/// The metrics of every table.
+/// The metrics of every table: all of `ril eval`'s (a metric a preset does not compute shows
+/// as "–").
 pub fn metrics() -> Vec<Metric> {
-    vec![
-        Metric::Aesthetic,
-        Metric::Hps,
-        Metric::PngKb,
-        Metric::JpegKb,
-    ]
+    Metric::ALL.to_vec()
 }
 
 /// The `result` of DIR/results.json (as `ril eval` writes it).
