@@ -228,3 +228,40 @@ fn the_committed_toy_hps_reward_follows_captions() {
     }
     made_by("hps", "configs/toy/hps.toml");
 }
+
+#[test]
+fn the_committed_metric_clip_gives_the_recorded_clip_scores_and_follows_captions() {
+    use ril_metrics::clip_score::ClipScorer;
+    let h = heldout_of("clip-metric");
+    let recorded = recorded(&h);
+    let spec = toy_shapes::Spec::new(h["seed"].as_u64().unwrap(), toy_shapes::Split::Heldout)
+        .objects(toy_shapes::Objects::One);
+    let samples: Vec<_> = (0..recorded.len() as u64).map(|i| spec.sample(i)).collect();
+    let images: Vec<_> = samples.iter().map(|s| s.image.clone()).collect();
+    let captions: Vec<String> = samples.iter().map(|s| s.caption.clone()).collect();
+    let device = Default::default();
+    let scorer =
+        ClipScorer::<sd_model::backend::Cpu>::load(&root().join("data/toy/clip-metric"), &device)
+            .unwrap();
+    let (scores, _) = scorer.score(&images, &captions, &device).unwrap();
+    for (i, (s, r)) in scores.iter().zip(&recorded).enumerate() {
+        // The metric reads the 8-bit images as CLIPImageProcessor does (/255, CLIP's
+        // normalisation); the recorded cosines came from the training's reward-style path
+        // (x / 2 + 0.5 from [-1, 1]): the inputs differ in f32 rounding only. 2e-3 on 100·cos is
+        // far above that and far below a wrong caption's gap (~95).
+        assert!(
+            (*s as f64 - 100.0 * r).abs() < 2e-3,
+            "image {i}: {s} against 100 x the recorded {r}"
+        );
+    }
+    let top1 = h["top1"].as_f64().unwrap();
+    assert!(top1 > 0.5, "top-1 {top1}");
+    for a in ["background", "colour", "size"] {
+        let p = h["attribute_preferred"][a].as_f64().unwrap();
+        assert!(p > 0.9, "{a}: {p}");
+    }
+    made_by("clip-metric", "configs/toy/clip-metric.toml");
+    // Not the HPS reward's model: another seed and layout.
+    let hps = std::fs::read_to_string(root().join("data/toy/hps/train.toml")).unwrap();
+    assert!(hps.contains("seed = 0") && hps.contains("layout = \"open_clip\""));
+}
