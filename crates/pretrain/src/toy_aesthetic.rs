@@ -78,10 +78,7 @@ pub struct AestheticTrainConfig {
 impl AestheticTrainConfig {
     /// Reads and checks a TOML file; errors name the file and field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a toy aesthetic config: {e}", path.display()))?;
+        let config: Self = toy_shapes::fit::read_toml(path, "toy aesthetic config")?;
         config.check().with_context(|| path.display().to_string())?;
         Ok(config)
     }

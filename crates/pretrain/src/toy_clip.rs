@@ -91,10 +91,7 @@ impl ClipTrainConfig {
     /// Reads and checks a TOML file; errors name the file and field. `tokenizer` is resolved
     /// against the file's folder.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut config: Self = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a toy CLIP config: {e}", path.display()))?;
+        let mut config: Self = toy_shapes::fit::read_toml(path, "toy CLIP config")?;
         if config.tokenizer.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.tokenizer = base.join(&config.tokenizer);
@@ -654,10 +651,7 @@ impl ToyModelConfig {
     /// Reads `path`, a toy CLIP config when it has a top-level `layout`, else a toy aesthetic
     /// config.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let table: toml::Table = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not a TOML file: {e}", path.display()))?;
+        let table: toml::Table = toy_shapes::fit::read_toml(path, "TOML file")?;
         Ok(if table.contains_key("layout") {
             Self::Clip(ClipTrainConfig::from_file(path)?)
         } else {

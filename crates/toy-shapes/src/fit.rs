@@ -1,6 +1,7 @@
 //! The training loop the toy world's small models share (the judge, the toy reward models):
 //! AdamW with the learning rate decayed linearly from `lr` to 0, batch `t` = items
-//! `t*B .. (t+1)*B` of a stream, and a loss checked finite at every step.
+//! `t*B .. (t+1)*B` of a stream, and a loss checked finite at every step; and the reading of
+//! their TOML configs.
 
 use anyhow::{Result, bail};
 use burn::module::AutodiffModule;
@@ -9,6 +10,13 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::generate::{Sample, Spec};
+
+/// Reads a TOML config file of `what` (e.g. "judge config"); errors name the file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a {what}: {e}", path.display()))
+}
 
 /// The optimisation of a [`fit`].
 #[derive(Debug, Clone, Copy, PartialEq)]

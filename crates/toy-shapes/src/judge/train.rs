@@ -45,10 +45,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// Reads and checks a TOML file; errors name the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .with_context(|| format!("{}: not a judge config", path.display()))?;
+        let config: Self = crate::fit::read_toml(path, "judge config")?;
         config.check().with_context(|| path.display().to_string())?;
         Ok(config)
     }
