@@ -130,7 +130,7 @@ pub enum ExperimentCommand {
 #[derive(Debug, Args)]
 pub struct GridArgs {
     /// The configs to run.
-    #[arg(long, value_enum, default_value_t = Preset::Tiny)]
+    #[arg(long, value_enum, default_value_t = Preset::Toy)]
     pub preset: Preset,
     /// Output folder [default: runs/grid-PRESET].
     #[arg(long, value_name = "DIR")]
@@ -180,7 +180,8 @@ pub struct OrderArgs {
 pub enum Preset {
     /// configs/tiny: the random pipeline of the tests, on the CPU (minutes).
     Tiny,
-    /// configs/toy: the toy world's base model, rewards and metrics, on the CPU.
+    /// configs/toy: the toy world's base model, rewards and metrics, on the CPU (under an hour;
+    /// the default).
     Toy,
     /// configs/paper: SD 1.5 with the paper's values (needs the weights and a GPU; release
     /// build).

@@ -121,14 +121,14 @@ fn help_of_every_subcommand_exits_0_and_names_its_flags() {
 
 #[test]
 fn defaults_are_the_documented_ones() {
-    // README: `cargo xtask experiment all-orders` runs the tiny preset into runs/grid-tiny.
+    // README: `cargo xtask experiment all-orders` runs the toy preset into runs/grid-toy.
     let Command::Experiment(e) = parse(&["experiment", "all-orders"]).unwrap().command else {
         panic!("not experiment")
     };
     let ExperimentCommand::AllOrders(g) = e.command else {
         panic!("not all-orders")
     };
-    assert_eq!(g.preset, Preset::Tiny);
+    assert_eq!(g.preset, Preset::Toy);
     assert!(g.out.is_none() && !g.dry_run && g.emit.is_none());
     // `cargo xtask bench` with no flags: everything on the tiny preset, CPU, 2 threads, 5 reps.
     let Command::Bench(b) = parse(&["bench"]).unwrap().command else {
