@@ -138,21 +138,14 @@ impl<B: Backend> ril_metrics::eval::ImageScorer for JudgeScorer<B> {
     fn score(&self, images: &[image::RgbImage], prompts: &[String]) -> Result<Vec<f64>> {
         let truth = judge_truth(prompts)?;
         let predicted = self.judge.predict_images(images, &self.device);
-        Ok(predicted
+        predicted
             .iter()
             .zip(&truth)
             .map(|(p, t)| {
-                let (po, to) = (&p.objects[0], &t.objects[0]);
-                let right = [
-                    po.shape == to.shape,
-                    po.colour == to.colour,
-                    po.size == to.size,
-                    po.position == to.position,
-                    p.background == t.background,
-                ];
-                right.iter().filter(|r| **r).count() as f64 / right.len() as f64
+                toy_shapes::judge::share_right(p, t)
+                    .context("judge_accuracy: a label without an object")
             })
-            .collect())
+            .collect()
     }
 }
 

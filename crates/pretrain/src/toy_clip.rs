@@ -483,21 +483,24 @@ pub fn evaluate<B: Backend, M: Towers<B>>(
             }
             top1 += usize::from(samples[best].labels == samples[i].labels);
         }
+        let cos = |caps: &[String]| -> Result<Vec<f32>> {
+            let t = model.text_features(token_ids::<B>(tokenizer, caps, device)?);
+            (img.clone() * t)
+                .sum_dim(1)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        };
+        // Every image's own labels in template 0, against each attribute changed.
+        let own: Vec<String> = samples.iter().map(|s| caption(&s.labels, 0)).collect();
+        let x = cos(&own)?;
         for a in ATTRIBUTES {
-            let (own, other): (Vec<String>, Vec<String>) = samples
+            let other: Vec<String> = samples
                 .iter()
-                .map(|s| (caption(&s.labels, 0), caption(&changed(&s.labels, a), 0)))
-                .unzip();
-            let cos = |caps: &[String]| -> Result<Vec<f32>> {
-                let t = model.text_features(token_ids::<B>(tokenizer, caps, device)?);
-                (img.clone() * t)
-                    .sum_dim(1)
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))
-            };
-            let (x, y) = (cos(&own)?, cos(&other)?);
+                .map(|s| caption(&changed(&s.labels, a), 0))
+                .collect();
+            let y = cos(&other)?;
             *preferred.entry(a.to_string()).or_default() +=
                 x.iter().zip(&y).filter(|(x, y)| x > y).count();
         }

@@ -238,13 +238,41 @@ pub fn evaluate_with<B: Backend>(
             }
         }
     }
-    let clip = match (&spec.clip_model, spec.metrics.contains(&Metric::ClipScore)) {
-        (Some(source), true) => Some(load_clip::<B>(source, device)?),
+    let fid_spec = spec
+        .fid
+        .as_ref()
+        .filter(|_| spec.metrics.contains(&Metric::Fid));
+    let clip_for_fid = fid_spec.is_some_and(|f| f.network == FidNetwork::Clip);
+    let clip_score = spec.clip_model.is_some() && spec.metrics.contains(&Metric::ClipScore);
+    // One CLIP model serves the CLIP score and FID's CLIP features.
+    let clip_dir = match &spec.clip_model {
+        Some(source) if clip_score || clip_for_fid => Some(sd_model::hub::resolve_repo(
+            source,
+            sd_model::hub::CLIP_FILES,
+        )?),
+        None if clip_for_fid => bail!(
+            "FID on CLIP features needs the CLIP model (--clip-model DIR_OR_REPO or [eval] \
+             clip_model)"
+        ),
         _ => None,
     };
-    let fid = match (&spec.fid, spec.metrics.contains(&Metric::Fid)) {
-        (Some(f), true) => Some(match f.network {
-            FidNetwork::Inception => {
+    let clip = clip_dir
+        .as_deref()
+        .map(|d| crate::clip_score::ClipScorer::<B>::load(d, device))
+        .transpose()?;
+    let fid = match fid_spec {
+        Some(f) => Some(match (f.network, &clip, &clip_dir) {
+            (FidNetwork::Clip, Some(scorer), Some(dir)) => {
+                let reference = crate::clip_score::folder_stats(
+                    scorer,
+                    &crate::clip_score::identity(dir)?,
+                    &f.reference,
+                    spec.batch_size,
+                    device,
+                )?;
+                (FidNet::Clip, reference)
+            }
+            _ => {
                 let model = crate::fid::inception::<B>(f.weights.as_deref(), device)?;
                 let reference = crate::fid::reference_stats(
                     &model,
@@ -255,23 +283,8 @@ pub fn evaluate_with<B: Backend>(
                 )?;
                 (FidNet::Inception(Box::new(model)), reference)
             }
-            FidNetwork::Clip => {
-                let source = spec.clip_model.as_deref().context(
-                    "FID on CLIP features needs the CLIP model (--clip-model DIR_OR_REPO or \
-                     [eval] clip_model)",
-                )?;
-                let (scorer, ident) = load_clip::<B>(source, device)?;
-                let reference = crate::clip_score::folder_stats(
-                    &scorer,
-                    &ident,
-                    &f.reference,
-                    spec.batch_size,
-                    device,
-                )?;
-                (FidNet::Clip(Box::new(scorer)), reference)
-            }
         }),
-        _ => None,
+        None => None,
     };
     let mut fid_features: Vec<f32> = Vec::new();
     let mut clip_sum = 0.0;
@@ -325,7 +338,7 @@ pub fn evaluate_with<B: Backend>(
             *sums.entry(*m).or_default() += s.iter().map(|&v| v as f64).sum::<f64>();
         }
         let rgb = to_rgb8(images)?;
-        if let Some((c, _)) = &clip {
+        if clip_score && let Some(c) = &clip {
             let (scores, _) = c.score(&rgb, &prompts, device)?;
             clip_sum += scores.iter().map(|&v| v as f64).sum::<f64>();
         }
@@ -341,7 +354,7 @@ pub fn evaluate_with<B: Backend>(
             }
             *sums.entry(s.metric()).or_default() += v.iter().sum::<f64>();
         }
-        if let Some((FidNet::Clip(c), _)) = &fid {
+        if let (Some((FidNet::Clip, _)), Some(c)) = (&fid, &clip) {
             fid_features.extend(crate::clip_score::feature_values(c, &rgb, device)?);
         }
         for (k, img) in rgb.into_iter().enumerate() {
@@ -360,7 +373,7 @@ pub fn evaluate_with<B: Backend>(
     }
     bar.finish();
     result.images = jobs.len();
-    if clip.is_some() {
+    if clip_score {
         // torchmetrics: the mean of 100·cos over every pair, then clamped at 0.
         result
             .values
@@ -394,22 +407,10 @@ pub fn evaluate_with<B: Backend>(
     Ok(result)
 }
 
-/// FID's network, loaded.
+/// FID's network, loaded (the CLIP one is the CLIP score's model).
 enum FidNet<B: Backend> {
     Inception(Box<crate::inception::InceptionV3<B>>),
-    Clip(Box<crate::clip_score::ClipScorer<B>>),
-}
-
-/// The CLIP score model of `source` (a folder or hub id) and its identity for cached statistics.
-fn load_clip<B: Backend>(
-    source: &str,
-    device: &B::Device,
-) -> Result<(crate::clip_score::ClipScorer<B>, String)> {
-    let dir = sd_model::hub::resolve_repo(source, sd_model::hub::CLIP_FILES)?;
-    Ok((
-        crate::clip_score::ClipScorer::<B>::load(&dir, device)?,
-        crate::clip_score::identity(&dir)?,
-    ))
+    Clip,
 }
 
 /// Tiles images row by row (`cols` per row) into one PNG, written atomically.

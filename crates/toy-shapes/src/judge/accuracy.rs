@@ -96,6 +96,30 @@ fn majority<T: Eq + Hash>(values: impl Iterator<Item = T>) -> f64 {
     counts.values().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
 }
 
+/// Which attributes of a predicted object and background agree with the true ones.
+fn agreement(
+    pb: crate::attributes::Colour,
+    po: &crate::attributes::Object,
+    tb: crate::attributes::Colour,
+    to: &crate::attributes::Object,
+) -> PerAttribute<bool> {
+    PerAttribute {
+        shape: po.shape == to.shape,
+        colour: po.colour == to.colour,
+        size: po.size == to.size,
+        position: po.position == to.position,
+        background: pb == tb,
+    }
+}
+
+/// The share of the five judged attributes (the first object's and the background) that
+/// `prediction` gets right against `truth`, or None when either has no object.
+pub fn share_right(prediction: &Labels, truth: &Labels) -> Option<f64> {
+    let (po, to) = (prediction.objects.first()?, truth.objects.first()?);
+    let right = agreement(prediction.background, po, truth.background, to).named();
+    Some(right.iter().filter(|(_, r)| *r).count() as f64 / right.len() as f64)
+}
+
 /// Compares `predictions` with `truth` item by item on the first object's attributes and the
 /// background. Errors (naming the item) if the lengths differ, the list is empty, or an item
 /// of either has no object or a truth item has more than one (the judge reads one object).
@@ -119,11 +143,12 @@ pub fn accuracy(predictions: &[Labels], truth: &[Labels]) -> Result<Accuracy, St
                 t.objects.len()
             ));
         };
-        correct.shape += (po.shape == to.shape) as usize;
-        correct.colour += (po.colour == to.colour) as usize;
-        correct.size += (po.size == to.size) as usize;
-        correct.position += (po.position == to.position) as usize;
-        correct.background += (p.background == t.background) as usize;
+        let right = agreement(p.background, po, t.background, to);
+        correct.shape += right.shape as usize;
+        correct.colour += right.colour as usize;
+        correct.size += right.size as usize;
+        correct.position += right.position as usize;
+        correct.background += right.background as usize;
     }
     let first = |t: &Labels| t.objects[0];
     let chance = PerAttribute {

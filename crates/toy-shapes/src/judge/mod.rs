@@ -11,7 +11,7 @@
 mod accuracy;
 mod train;
 
-pub use accuracy::{Accuracy, PerAttribute, accuracy};
+pub use accuracy::{Accuracy, PerAttribute, accuracy, share_right};
 pub use train::{TrainConfig, TrainReport, evaluate, train};
 
 use std::path::Path;
