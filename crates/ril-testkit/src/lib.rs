@@ -1,7 +1,9 @@
 //! Helpers shared by ril's tests (a dev-dependency only): element-wise comparison with a
 //! relative tolerance and an absolute floor on the tensor's scale, the parity scripts' portable
-//! generator (SplitMix64, 24-bit uniforms, Irwin–Hall normals), scratch folders, and rendering
-//! a report.html in headless Chromium.
+//! generator (SplitMix64, 24-bit uniforms, Irwin–Hall normals), scratch folders, rendering
+//! a report.html in headless Chromium, and a counting allocator for memory tests ([`alloc`]).
+
+pub mod alloc;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! The attention autodiff op's forward + backward never holds a full score matrix, where Burn's
 //! unfused attention under autodiff holds several: peak heap use measured by a counting global
-//! allocator (this binary's own; its measurements take turns, so nothing else allocates
+//! allocator (`ril_testkit::alloc`; its measurements take turns, so nothing else allocates
 //! meanwhile).
 //!
 //! The measure does not depend on timing: on the flex CPU backend every tensor is a heap allocation of a
@@ -8,84 +8,16 @@
 //! per running task, gemm's packing buffers per thread) is well under a MiB on 2 cores and a few
 //! MiB on many, against margins of 70 MiB and more.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
-
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use ril_testkit::alloc::{Counting, exclusive, peak_during};
 use sd_model::attention::scaled_dot_product;
 use sd_model::backend::{Cpu, CpuAutodiff};
 
-/// The system allocator, counting the bytes live now and the most live since the last reset.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-impl Counting {
-    fn grew(size: usize) {
-        let live = LIVE.fetch_add(size, Ordering::SeqCst) + size;
-        PEAK.fetch_max(live, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only counters are updated besides.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `System.alloc`, with the caller's layout.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            Self::grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `System.alloc_zeroed`, with the caller's layout.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            Self::grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by this allocator (so by `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as `System.realloc`, with the caller's arguments.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-            Self::grew(new_size);
-        }
-        p
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Held for the whole of each test: tests run on parallel threads, and another test's
-/// allocations or frees during a measurement would change it.
-fn exclusive() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The most heap `f` had in use at once beyond what was live when it started.
-fn peak_during(f: impl FnOnce()) -> usize {
-    let base = LIVE.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
-    f();
-    PEAK.load(Ordering::SeqCst) - base
-}
 
 type Attn = fn(
     Tensor<CpuAutodiff, 4>,
@@ -104,6 +36,7 @@ fn peak(inputs: &[Tensor<Cpu, 4>; 4], attn: Attn) -> usize {
         let got = [q, k, v].map(|t| t.grad(&grads).is_some());
         assert_eq!(got, [true; 3]);
     })
+    .0
 }
 
 fn unfused(
