@@ -20,6 +20,16 @@ pub struct ModelConfig {
     /// Where the run's tensors live (`cpu`, `cuda`).
     #[serde(default)]
     pub backend: BackendKind,
+    /// Recompute the reward's, the decode's and the last UNet step's activations in the backward
+    /// pass instead of keeping them (diffusers' `enable_gradient_checkpointing`): less memory,
+    /// one more forward of the last step and decode, the same gradients. Not part of the run's
+    /// hash (a run may resume with it switched).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub gradient_checkpointing: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Prompt files (one prompt per line; blank lines are skipped).
@@ -340,10 +350,11 @@ impl TrainConfig {
     /// A stable hash of the configuration (FNV-1a of its canonical JSON), recorded in the run
     /// folder so that another config's run is never overwritten.
     pub fn hash(&self) -> String {
-        let trained = Self {
+        let mut trained = Self {
             eval: EvalConfig::default(),
             ..self.clone()
         };
+        trained.model.gradient_checkpointing = false;
         let json = serde_json::to_string(&trained).expect("config serialises");
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in json.bytes() {

@@ -501,6 +501,7 @@ pub fn run<B: AutodiffBackend>(
             reward: reward.as_ref(),
             scheduler: &scheduler,
             eta: s.eta,
+            checkpointing: config.model.gradient_checkpointing,
         };
         let bar = progress_bar(
             total,

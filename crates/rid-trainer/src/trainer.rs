@@ -16,7 +16,7 @@ use sd_model::noise::NoiseRng;
 
 use crate::adamw::AdamW;
 use crate::checkpoint::{Checkpoint, CheckpointState};
-use crate::step::{Clock, Frozen, MicroBatch, Objective, Phases, step_loss_timed};
+use crate::step::{Clock, Frozen, MicroBatch, Objective, Phases, step_gradients_timed};
 use crate::update::{UpdateParams, accumulate_grads, apply_update, set_task_pairs, task_pairs};
 
 /// The task's optimisation constants.
@@ -232,7 +232,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (mut loss_sum, mut distill_sum) = (0.0, 0.0);
         let mut rewards = Vec::new();
         for mb in batch {
-            let (out, p) = step_loss_timed(
+            let (out, p) = step_gradients_timed(
                 &self.unet,
                 &self.teacher,
                 self.settings.objective,
@@ -241,17 +241,10 @@ impl<B: AutodiffBackend> Trainer<B> {
                 &mut clock,
             )?;
             phases.add(&p);
-            let loss = out.loss.clone().inner().into_scalar().elem::<f64>();
-            if !loss.is_finite() {
-                bail!("the loss is {loss}");
-            }
-            loss_sum += loss;
+            loss_sum += out.loss;
             distill_sum += out.distill;
             rewards.extend(out.rewards);
-            let _span = tracing::debug_span!("backward").entered();
-            let g = out.loss.backward();
-            accumulate_grads(&self.unet, self.task, &g, &mut grads)?;
-            phases.backward += clock.seconds();
+            accumulate_grads(&self.unet, self.task, &out.grads, &mut grads)?;
         }
         let scale = 1.0 / micro as f64;
         let s = self.settings;

@@ -219,6 +219,7 @@ fn loss(
         reward,
         scheduler: &s.scheduler,
         eta: 0.0,
+        checkpointing: false,
     };
     step_loss(student, teacher, objective, &frozen, micro_batch(s)).unwrap()
 }
@@ -533,6 +534,7 @@ fn a_checkpoint_resumes_only_into_the_same_task_and_shapes() {
         reward: &reward,
         scheduler: &s.scheduler,
         eta: 0.0,
+        checkpointing: false,
     };
     let batch = || micro_batch(&s);
     let mut t = rid_trainer::Trainer::<AD>::new(s.sd.unet.clone(), lora(4), settings).unwrap();
