@@ -1,7 +1,8 @@
 //! `ril bench`: timings of UNet forward, a DDIM sampling run, VAE decode and one baseline and
 //! one RID training step (the trainer's own `Trainer::step`, after warm-up; median and spread
-//! of several repetitions; then one profiled step of each), written as JSON in the same format
-//! as tools/bench/bench.py (the PyTorch reference).
+//! of several repetitions; then one profiled step of each, with the process's peak resident
+//! memory on the CPU backends), with the reward of choice at its real shapes (random weights),
+//! written as JSON in the same format as tools/bench/bench.py (the PyTorch reference).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +13,18 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
+use rewards::Reward;
+use rewards::aesthetic::{Aesthetic, AestheticMlp};
+use rewards::clip_vision::ClipVisionConfig;
+use rewards::hps::Hps;
 use rewards::jpeg::Compressibility;
+use rewards::openclip::OpenClipConfig;
 use rid_trainer::{Frozen, LoraInit, MicroBatch, Objective, TaskSettings, Trainer};
 use sd_model::backend::{BackendKind, Dtype};
 use sd_model::noise::NoiseRng;
 use sd_model::{
-    Conditioning, DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig, denoise,
-    guided_eps,
+    ClipTokenizer, Conditioning, DdimConfig, DdimScheduler, StableDiffusion, UNetConfig, VaeConfig,
+    denoise, guided_eps,
 };
 use serde_json::json;
 
@@ -56,6 +62,15 @@ pub struct Args {
     /// Batch size [default: the preset's].
     #[arg(long, value_name = "N", value_parser = at_least_one())]
     pub batch: Option<usize>,
+    /// The training steps' reward, with random weights at its real shapes for `--preset sd15`
+    /// (aesthetic: CLIP ViT-L/14 + the LAION MLP; hps: open_clip ViT-H-14) and the parity
+    /// fixtures' shapes for `--preset tiny`.
+    #[arg(long, value_enum, default_value_t = BenchReward::Compress)]
+    pub reward: BenchReward,
+    /// Gradient checkpointing in the training steps (as a config's
+    /// `model.gradient_checkpointing`).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Also write the JSON record to FILE, rewritten after each measurement (a run cut short
     /// keeps what it timed).
     #[arg(long, value_name = "FILE")]
@@ -80,6 +95,69 @@ pub enum What {
     TrainStep,
     /// Both.
     All,
+}
+
+/// `ril bench --reward`: the paper's three rewards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchReward {
+    /// Compressibility (differentiable JPEG, q 80).
+    Compress,
+    /// CLIP ViT-L/14 + the LAION MLP.
+    Aesthetic,
+    /// HPSv2's open_clip ViT-H-14.
+    Hps,
+}
+
+impl BenchReward {
+    /// The reward with random weights: real shapes unless `tiny`.
+    fn init<B: Backend>(
+        self,
+        tiny: bool,
+        tokenizer: &Path,
+        device: &B::Device,
+    ) -> Result<Box<dyn Reward<B>>> {
+        Ok(match self {
+            Self::Compress => Box::new(Compressibility::default()),
+            Self::Aesthetic => {
+                let tower = if tiny {
+                    ClipVisionConfig::tiny()
+                } else {
+                    ClipVisionConfig::vit_l14()
+                };
+                let clip = tower.init(device)?;
+                let width = clip.visual_projection.weight.val().dims()[1];
+                Box::new(Aesthetic {
+                    clip,
+                    mlp: AestheticMlp::new(width, device),
+                })
+            }
+            Self::Hps => {
+                let model = if tiny {
+                    OpenClipConfig::tiny()
+                } else {
+                    OpenClipConfig::vit_h14()
+                };
+                Box::new(Hps {
+                    model: model.init(device),
+                    tokenizer: ClipTokenizer::from_dir(tokenizer)?.with_pad_id(0),
+                })
+            }
+        })
+    }
+}
+
+/// The process's peak resident memory in bytes since the last [`reset_peak_rss`] (Linux's
+/// VmHWM; `None` elsewhere). On a CUDA backend it counts host memory only.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Restarts [`peak_rss`] from the current resident memory (Linux's `clear_refs` 5).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// The command-line name of a `ValueEnum` value.
@@ -226,13 +304,14 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         put(a, shape, &mut results, "sample", v)?;
     }
     if a.what != What::Sample {
-        let reward = Compressibility::default();
+        let reward = a.reward.init::<B>(tiny, &dir.join("tokenizer"), device)?;
         let vae_ad = sd.vae.clone().no_grad();
         let frozen = Frozen {
             vae: &vae_ad,
-            reward: &reward,
+            reward: reward.as_ref(),
             scheduler: &scheduler,
             eta: 0.0,
+            checkpointing: a.gradient_checkpointing,
         };
         // The trainer's own step (one micro-batch), one trainer per method; the two are warmed
         // up, then timed in turn (baseline, RID, baseline, ...) so that clock and allocator
@@ -274,10 +353,28 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         put(a, shape, &mut results, "train_step_rid", summary(rid))?;
         put(a, shape, &mut results, "rid_over_baseline", json!(ratio))?;
         // One more step of each with every phase waited for and timed (not in the timings above:
-        // the waits cost a little on a GPU).
-        for (i, name) in [(0, "phases_baseline"), (1, "phases_rid")] {
+        // the waits cost a little on a GPU), and the process's peak resident memory during it
+        // (weights, both trainers' state and the step's graph; CPU backends).
+        for (i, method) in [(0, "baseline"), (1, "rid")] {
+            let skip = a.backend.on_gpu() || !reset_peak_rss();
             let phases = step(i, true)?.phases;
-            put(a, shape, &mut results, name, json!(phases))?;
+            put(
+                a,
+                shape,
+                &mut results,
+                &format!("phases_{method}"),
+                json!(phases),
+            )?;
+            if let (false, Some(bytes)) = (skip, peak_rss()) {
+                let gib = bytes as f64 / (1u64 << 30) as f64;
+                put(
+                    a,
+                    shape,
+                    &mut results,
+                    &format!("peak_rss_gib_{method}"),
+                    json!(gib),
+                )?;
+            }
         }
     }
     let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
@@ -289,12 +386,13 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
 fn record(
     a: &Args,
     (batch, size, steps): (usize, usize, usize),
-    results: &BTreeMap<&str, serde_json::Value>,
+    results: &BTreeMap<String, serde_json::Value>,
 ) -> serde_json::Value {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     json!({
         "impl": "ril", "preset": name(a.preset), "backend": a.backend, "dtype": a.dtype,
-        "threads": threads, "batch": batch, "size": size, "steps": steps, "results": results,
+        "threads": threads, "batch": batch, "size": size, "steps": steps, "reward": name(a.reward),
+        "gradient_checkpointing": a.gradient_checkpointing, "results": results,
     })
 }
 
@@ -302,12 +400,12 @@ fn record(
 fn put(
     a: &Args,
     shape: (usize, usize, usize),
-    results: &mut BTreeMap<&'static str, serde_json::Value>,
-    name: &'static str,
+    results: &mut BTreeMap<String, serde_json::Value>,
+    name: &str,
     value: serde_json::Value,
 ) -> Result<()> {
     eprintln!("{name}: {value}");
-    results.insert(name, value);
+    results.insert(name.to_string(), value);
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&record(a, shape, results))?;
         lora_group::io::write_atomic(path, text.as_bytes())?;

@@ -7,7 +7,12 @@ decode, one DDIM sampling run (N guided steps + decode, no grad), and one traini
 baseline and of RID: N-1 DDIM steps without grad, the last step with grad (CFG), VAE decode, the
 compressibility reward through kornia's differentiable JPEG (q 80), loss -mean R (+ 0.1 MSE to an
 EMA teacher's last step for RID), backward, clip_grad_norm_(1.0), AdamW on the LoRA pair (rank 4
-on to_q/to_k/to_v/to_out.0), EMA update for RID. Same shapes and steps as ril's presets:
+on to_q/to_k/to_v/to_out.0), EMA update for RID. --reward aesthetic / hps replace the
+compressibility reward by a random-weight CLIP ViT-L/14 vision tower + the LAION MLP layout
+(transformers) or an open_clip ViT-H-14 cosine (tiny towers for --preset tiny), each after
+CLIP's preprocessing (antialiased bilinear resize to 224, CLIP normalisation), as ril's rewards;
+--gradient-checkpointing wraps the last step, the decode and the reward each in
+torch.utils.checkpoint (use_reentrant=False), as ril's `gradient_checkpointing` recomputes them. Same shapes and steps as ril's presets:
 tiny = the parity fixture pipeline, 64x64, batch 2, 10 steps; sd15 = SD 1.5 shapes with random
 weights, 512x512, batch 1, 50 steps. On CUDA it runs bf16 weights with SDPA by default
 (--dtype fp32 for the f32 comparison; TF32 stays off, PyTorch's default for matmuls) and records
@@ -79,6 +84,57 @@ def build(preset, device, dtype):
     return pipe
 
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_pixels(img01, n=224):
+    """[B, 3, H, W] in [0, 1] -> CLIP's input (square images: resize only)."""
+    x = torch.nn.functional.interpolate(img01, size=(n, n), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def make_reward(kind, tiny, prompts, device, dtype):
+    """images01 [B, 3, H, W] -> rewards [B], with random weights at the reward's real shapes."""
+    if kind == "compress":
+        def compress(img):
+            jpeg = jpeg_codec_differentiable(img.float(), torch.tensor([80.0], device=device))
+            return -((img.float() - jpeg) ** 2).mean(dim=(1, 2, 3))
+        return compress
+    if kind == "aesthetic":
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+        cfg = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
+        if tiny:
+            cfg = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, patch_size=32)
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=224, projection_dim=768, hidden_act="quick_gelu", **cfg))
+        width = 768
+        mlp = torch.nn.Sequential(torch.nn.Linear(width, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2), torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1))
+        clip.to(device, dtype).requires_grad_(False).eval()
+        mlp.to(device, dtype).requires_grad_(False).eval()
+
+        def aesthetic(img):
+            e = clip(pixel_values=clip_pixels(img)).image_embeds
+            return mlp(e / e.norm(dim=-1, keepdim=True)).squeeze(1).float()
+        return aesthetic
+    import open_clip
+    if tiny:
+        cfg = dict(embed_dim=32, vision_cfg=dict(image_size=224, layers=2, width=32, patch_size=32, head_width=8), text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=4, layers=2))
+        model = open_clip.CLIP(**cfg)
+    else:
+        model = open_clip.create_model("ViT-H-14", pretrained=None)
+    model.to(device, dtype).requires_grad_(False).eval()
+    ids = open_clip.get_tokenizer("ViT-H-14")(prompts).to(device)
+    with torch.no_grad():
+        text = model.encode_text(ids, normalize=True)
+
+    def hps(img):
+        image = model.encode_image(clip_pixels(img), normalize=True)
+        return (image * text).sum(dim=1).float()
+    return hps
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny", choices=["tiny", "sd15"])
@@ -89,6 +145,8 @@ def main():
     ap.add_argument("--what", default="all", choices=["sample", "train-step", "all"])
     ap.add_argument("--steps", type=int, help="DDIM steps (default: the preset's)")
     ap.add_argument("--batch", type=int, help="images per batch (default: the preset's)")
+    ap.add_argument("--reward", default="compress", choices=["compress", "aesthetic", "hps"])
+    ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -144,6 +202,14 @@ def main():
 
     unet.requires_grad_(False)
     vae.requires_grad_(False)
+    reward = make_reward(a.reward, tiny, prompts, dev, dtype)
+    record["reward"] = a.reward
+    record["gradient_checkpointing"] = a.gradient_checkpointing
+    from torch.utils.checkpoint import checkpoint
+
+    def segment(fn, x):
+        return checkpoint(fn, x, use_reentrant=False) if a.gradient_checkpointing else fn(x)
+
     def make_step(rid):
         student = copy.deepcopy(unet)
         student.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
@@ -157,10 +223,9 @@ def main():
                 for t in sched.timesteps[:-1]:
                     x = sched.step(guided(student, x, t), t, x, eta=0.0).prev_sample
             t = sched.timesteps[-1]
-            z0 = sched.step(guided(student, x, t), t, x, eta=0.0).prev_sample
-            img = (vae.decode(z0 / sf).sample / 2 + 0.5).clamp(0, 1)
-            jpeg = jpeg_codec_differentiable(img.float(), torch.tensor([80.0], device=dev))
-            r = -((img.float() - jpeg) ** 2).mean(dim=(1, 2, 3))
+            z0 = segment(lambda x: sched.step(guided(student, x, t), t, x, eta=0.0).prev_sample, x)
+            img = segment(lambda z0: (vae.decode(z0 / sf).sample / 2 + 0.5).clamp(0, 1), z0)
+            r = segment(reward, img)
             loss = -r.mean()
             if rid:
                 with torch.no_grad():

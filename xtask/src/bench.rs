@@ -18,7 +18,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let ril_path = crate::cargo::build_ril(true, a.backend)?;
     let (preset, backend, what) = (name_of(&a.preset), a.backend.name(), name_of(&a.what));
     let (threads, reps) = (a.threads.to_string(), a.reps.to_string());
-    let tag = format!("{preset}-{backend}");
+    let tag = format!("{preset}-{backend}-{}", a.reward);
     let ril_json = out.join(format!("ril-{tag}.json"));
     let mut ril = Command::new(ril_path);
     ril.current_dir(&root)
@@ -77,13 +77,17 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--steps N` and `--batch N` as given, for both sides.
+/// `--steps N`, `--batch N`, `--reward R` and `--gradient-checkpointing` as given, for both
+/// sides.
 fn overrides(a: &BenchArgs) -> Vec<String> {
-    let mut v = Vec::new();
+    let mut v = vec!["--reward".to_string(), a.reward.clone()];
     for (flag, value) in [("--steps", a.steps), ("--batch", a.batch)] {
         if let Some(n) = value {
             v.extend([flag.to_string(), n.to_string()]);
         }
+    }
+    if a.gradient_checkpointing {
+        v.push("--gradient-checkpointing".to_string());
     }
     v
 }

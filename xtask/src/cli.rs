@@ -29,8 +29,8 @@ pub enum Command {
     /// Run .ci/run, the one definition of what CI checks (see that script for its steps).
     Ci,
     /// Time sampling and training steps of the release `ril`, optionally against PyTorch.
-    #[command(after_help = "Writes bench/ril-PRESET-BACKEND.json, \
-        bench/pytorch-PRESET-BACKEND.json (with --compare) and bench/report-PRESET-BACKEND.md.")]
+    #[command(after_help = "Writes bench/ril-PRESET-BACKEND-REWARD.json, \
+        bench/pytorch-PRESET-BACKEND-REWARD.json (with --compare) and bench/report-PRESET-BACKEND-REWARD.md.")]
     Bench(BenchArgs),
     /// The paper's grid: every order of aesthetic (A), HPS (H) and compressibility (C) ×
     /// {baseline, RID}, trained with `ril train`, evaluated after every task, tabulated.
@@ -76,6 +76,13 @@ pub struct BenchArgs {
     /// Override the preset's batch (both sides).
     #[arg(long, value_name = "N")]
     pub batch: Option<u64>,
+    /// The training steps' reward (both sides): compress, or aesthetic (CLIP ViT-L/14 + the
+    /// LAION MLP) or hps (open_clip ViT-H-14) with random weights at their real shapes.
+    #[arg(long, default_value = "compress", value_parser = ["compress", "aesthetic", "hps"])]
+    pub reward: String,
+    /// Gradient checkpointing of the last step, decode and reward (both sides).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Also run tools/bench/bench.py (needs torch, diffusers, peft, kornia) and print the ratio
     /// ril / PyTorch.
     #[arg(long)]
