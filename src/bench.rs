@@ -95,6 +95,9 @@ pub enum What {
     TrainStep,
     /// Both.
     All,
+    /// The peak resident memory of one baseline and one RID training step, each in its own
+    /// window (no warm-up, nothing timed; CPU backends).
+    TrainMemory,
 }
 
 /// `ril bench --reward`: the paper's three rewards.
@@ -175,6 +178,13 @@ impl Args {
                 "--dtype bf16 needs --backend cuda or tch-cuda (the CPU backends run f32)"
                     .to_string(),
             );
+        }
+        if self.what == What::TrainMemory && self.backend.on_gpu() {
+            return Err(format!(
+                "--what train-memory reads the peak resident memory of a CPU backend, \
+                 not of --backend {} (use cpu or tch-cpu)",
+                self.backend
+            ));
         }
         Ok(())
     }
@@ -275,7 +285,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
     let mut rng = NoiseRng::new(0);
     let z = rng.tensor::<B::InnerBackend, 4>([batch, 4, h, h], device);
     let scheduler = DdimScheduler::new(DdimConfig::sd15(), steps)?;
-    if a.what != What::TrainStep {
+    if matches!(a.what, What::Sample | What::All) {
         let v = time(a.reps, || {
             sync(guided_eps(&inner, z.clone(), 500, &cond));
             Ok(())
@@ -341,6 +351,28 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
         // Trainer::step reads the gradient norm back, which waits for the backward pass (the
         // small AdamW and EMA updates after it land in the next timing).
         let mut step = |i: usize, profile: bool| trainers[i].step(&frozen, vec![batch()], profile);
+        if a.what == What::TrainMemory {
+            for (i, method) in [(0, "baseline"), (1, "rid")] {
+                anyhow::ensure!(
+                    reset_peak_rss(),
+                    "--what train-memory needs Linux's /proc/self/clear_refs to reset the peak"
+                );
+                step(i, false)?;
+                let bytes = peak_rss()
+                    .ok_or_else(|| anyhow::anyhow!("no VmHWM line in /proc/self/status"))?;
+                let gib = bytes as f64 / (1u64 << 30) as f64;
+                put(
+                    a,
+                    shape,
+                    &mut results,
+                    &format!("peak_rss_gib_{method}"),
+                    json!(gib),
+                )?;
+            }
+            let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
+            println!("{text}");
+            return Ok(());
+        }
         step(0, false)?;
         step(1, false)?;
         let (mut base, mut rid) = (Vec::new(), Vec::new());
