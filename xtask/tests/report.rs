@@ -55,7 +55,7 @@ fn table3_has_a_row_per_cell_then_averages_then_the_plain_models() {
             "rid-CHA",
             "baseline average",
             "rid average",
-            "SD 1.x (base)",
+            "base model",
             "single A",
             "single H",
             "single C",
@@ -101,7 +101,7 @@ fn table3_has_a_row_per_cell_then_averages_then_the_plain_models() {
     );
     // Models without a sequence: values only; the base is the first cell's stage 0.
     assert_eq!(
-        row(&rows, "SD 1.x (base)")[1..5],
+        row(&rows, "base model")[1..5],
         ["5.0000", "0.2500", "10.0000", "3.0000"]
     );
     assert_eq!(row(&rows, "soup")[4], "–");
@@ -152,7 +152,7 @@ fn table3_csv_has_a_value_and_a_forgetting_column_per_metric() {
         ]
     );
     assert_eq!(lines[5][0], "rid_average");
-    assert_eq!(lines[6][0], "SD_1.x_(base)");
+    assert_eq!(lines[6][0], "base_model");
     assert_eq!(
         lines[10][..9],
         ["soup", "5.25", "", "0.5", "", "9", "", "", ""]

@@ -137,7 +137,7 @@ pub fn render_grid(
     }
     let mut plain: Vec<(String, &EvalResult)> = Vec::new();
     if let Some((_, stages)) = cells.first() {
-        plain.push(("SD 1.x (base)".into(), &stages[0].1));
+        plain.push(("base model".into(), &stages[0].1));
     }
     for (name, r) in extra {
         plain.push((name.clone(), r));
