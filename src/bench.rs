@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Param};
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use burn::tensor::backend::AutodiffBackend;
 use clap::ValueEnum;
 use rewards::Reward;
@@ -140,8 +141,22 @@ impl BenchReward {
                 } else {
                     OpenClipConfig::vit_h14()
                 };
+                // init() leaves both projections at zero (loading fills them): random ones
+                // here, open_clip's N(0, width^-1/2), so that the features have a norm.
+                let mut model = model.init(device);
+                let proj = |p: &Param<Tensor<B, 2>>| {
+                    let [w, e] = p.val().dims();
+                    let std = (w as f64).powf(-0.5);
+                    Param::from_tensor(Tensor::random(
+                        [w, e],
+                        Distribution::Normal(0.0, std),
+                        device,
+                    ))
+                };
+                model.visual.proj = proj(&model.visual.proj);
+                model.text_projection = proj(&model.text_projection);
                 Box::new(Hps {
-                    model: model.init(device),
+                    model,
                     tokenizer: ClipTokenizer::from_dir(tokenizer)?.with_pad_id(0),
                 })
             }
@@ -161,6 +176,30 @@ fn peak_rss() -> Option<u64> {
 /// Restarts [`peak_rss`] from the current resident memory (Linux's `clear_refs` 5).
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Seconds since this process started (Linux: `/proc/self/stat`'s start time against
+/// `/proc/uptime`, 10 ms clock ticks), so that the dynamic loading of libtorch and the CUDA
+/// context counts too; `None` where either file is missing or unreadable.
+fn since_process_start() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 22 (start time in clock ticks since boot), the 20th after the command's ")".
+    let ticks: f64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let now: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let s = now - ticks / 100.0;
+    (s >= 0.0).then_some(s)
+}
+
+/// The process's peak resident memory in GiB, as a JSON number.
+fn peak_rss_gib() -> Option<serde_json::Value> {
+    peak_rss().map(|bytes| json!(bytes as f64 / (1u64 << 30) as f64))
 }
 
 /// The command-line name of a `ValueEnum` value.
@@ -358,59 +397,73 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<()> {
                     "--what train-memory needs Linux's /proc/self/clear_refs to reset the peak"
                 );
                 step(i, false)?;
-                let bytes = peak_rss()
+                let gib = peak_rss_gib()
                     .ok_or_else(|| anyhow::anyhow!("no VmHWM line in /proc/self/status"))?;
-                let gib = bytes as f64 / (1u64 << 30) as f64;
                 put(
                     a,
                     shape,
                     &mut results,
                     &format!("peak_rss_gib_{method}"),
-                    json!(gib),
+                    gib,
                 )?;
             }
-            let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
-            println!("{text}");
-            return Ok(());
-        }
-        step(0, false)?;
-        step(1, false)?;
-        let (mut base, mut rid) = (Vec::new(), Vec::new());
-        for _ in 0..a.reps.min(3) {
-            base.push(step(0, false)?.seconds);
-            rid.push(step(1, false)?.seconds);
-        }
-        let ratio = median(&rid) / median(&base);
-        put(a, shape, &mut results, "train_step_baseline", summary(base))?;
-        put(a, shape, &mut results, "train_step_rid", summary(rid))?;
-        put(a, shape, &mut results, "rid_over_baseline", json!(ratio))?;
-        // One more step of each with every phase waited for and timed (not in the timings above:
-        // the waits cost a little on a GPU), and the process's peak resident memory during it
-        // (weights, both trainers' state and the step's graph; CPU backends).
-        for (i, method) in [(0, "baseline"), (1, "rid")] {
-            let skip = a.backend.on_gpu() || !reset_peak_rss();
-            let phases = step(i, true)?.phases;
-            put(
-                a,
-                shape,
-                &mut results,
-                &format!("phases_{method}"),
-                json!(phases),
-            )?;
-            if let (false, Some(bytes)) = (skip, peak_rss()) {
-                let gib = bytes as f64 / (1u64 << 30) as f64;
-                put(
-                    a,
-                    shape,
-                    &mut results,
-                    &format!("peak_rss_gib_{method}"),
-                    json!(gib),
-                )?;
-            }
+        } else {
+            train_timings(a, shape, &mut results, &mut step)?;
         }
     }
     let text = serde_json::to_string_pretty(&record(a, shape, &results))?;
     println!("{text}");
+    Ok(())
+}
+
+/// The warm-up, the timed repetitions and the profiled step of both methods (`step(0, ..)` the
+/// baseline's, `step(1, ..)` RID's).
+fn train_timings(
+    a: &Args,
+    shape: (usize, usize, usize),
+    results: &mut BTreeMap<String, serde_json::Value>,
+    step: &mut impl FnMut(usize, bool) -> Result<rid_trainer::StepRecord>,
+) -> Result<()> {
+    step(0, false)?;
+    // From process start to the first finished training step: loading, weight initialisation,
+    // prompt encoding, the first step's kernel selection and allocations (with `--what all` the
+    // sampling timings come before it).
+    if let Some(s) = since_process_start() {
+        put(
+            a,
+            shape,
+            results,
+            "first_train_step_since_start_s",
+            json!(s),
+        )?;
+    }
+    step(1, false)?;
+    let (mut base, mut rid) = (Vec::new(), Vec::new());
+    for _ in 0..a.reps.min(3) {
+        base.push(step(0, false)?.seconds);
+        rid.push(step(1, false)?.seconds);
+    }
+    let ratio = median(&rid) / median(&base);
+    put(a, shape, results, "train_step_baseline", summary(base))?;
+    put(a, shape, results, "train_step_rid", summary(rid))?;
+    put(a, shape, results, "rid_over_baseline", json!(ratio))?;
+    // One more step of each with every phase waited for and timed (not in the timings above:
+    // the waits cost a little on a GPU), and the process's peak resident memory during it
+    // (weights, both trainers' state and the step's graph; CPU backends).
+    for (i, method) in [(0, "baseline"), (1, "rid")] {
+        let rss = !a.backend.on_gpu() && reset_peak_rss();
+        let phases = step(i, true)?.phases;
+        put(
+            a,
+            shape,
+            results,
+            &format!("phases_{method}"),
+            json!(phases),
+        )?;
+        if let (true, Some(gib)) = (rss, peak_rss_gib()) {
+            put(a, shape, results, &format!("peak_rss_gib_{method}"), gib)?;
+        }
+    }
     Ok(())
 }
 
