@@ -18,4 +18,12 @@ fn main() {
     // Only the executables: the library is linked again by whatever uses it.
     println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{}", dir.display());
     println!("cargo:rustc-link-arg-tests=-Wl,-rpath,{}", dir.display());
+    // torch-sys links libtorch_cuda, but nothing in the binary calls into it directly, so the
+    // linker's default --as-needed would drop it and libtorch would then see no CUDA device
+    // (`tch::Cuda::is_available()` false on a GPU machine). Keep it needed when the wheel has it.
+    if dir.join("libtorch_cuda.so").exists() {
+        for kind in ["bins", "tests"] {
+            println!("cargo:rustc-link-arg-{kind}=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
+    }
 }
