@@ -1,31 +1,27 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks in one command, for the device machine (CI never runs it). Build the
 # binary here first and take it along with the wheels PyTorch's side lacks there. The default
-# backend is LibTorch (BACKEND=tch-cuda; the binary links libtorch dynamically, a few MB):
+# backend is LibTorch (BACKEND=tch-cuda; the binary links libtorch dynamically, about 30 MB, 6 xz'd):
 #
 #   PATH=~/.cache/ril/torch-2.11.0-venv/bin:$PATH LIBTORCH_USE_PYTORCH=1 \
 #     LIBTORCH_BYPASS_VERSION_CHECK=1 cargo build --release --features tch --bin ril
-#   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-tch.xz
+#   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-tch.xz   # .gpu/ and .whl/ are excluded
+#   pip download --no-deps (device README) diffusers==0.42.1 kornia==0.9.0 kornia_rs==0.2.0
+#     open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 importlib_metadata==10.2.0 peft==0.21.2 into .whl
+#   device run (carry .gpu and .whl): BUDGET=420 bash tools/bench/gpu.sh .gpu/ril-tch.xz
 #
-# or burn-cuda (BACKEND=cuda):
-#
-#   CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda-base --bin ril
-#   mkdir -p .gpu && xz -T2 -c target/release/ril > .gpu/ril-cuda.xz   # .gpu/ is excluded
-#   target/release/ril train --config configs/tiny/rid-ahc.toml  # CPU reference, then
-#   cp runs/tiny/rid-ahc/metrics.jsonl .gpu/cpu-metrics.jsonl
-#   pip download diffusers==0.42.1 kornia==0.9.0 kornia_rs==0.2.0 into .whl (device README)
-#   device run (carry .gpu and .whl): BUDGET=500 bash tools/bench/gpu.sh .gpu/ril-cuda.xz
-# (`cuda-base`: no autotuning, far fewer kernels to JIT-compile; `--features cuda` autotunes.)
+# or burn-cuda (BACKEND=cuda; `CUDARC_CUDA_VERSION=13000 cargo build --release --features
+# cuda-base --bin ril`), whose JIT kernel cache travels in .gpu/cubecl-cache.
 #
 # Phases in this order, each under its own timeout, skipped once the budget ($BUDGET s) is spent:
-#   1. tiny parity pipeline on CUDA (ril sample from the fixture latents) vs diffusers' image;
-#   2. sd15-shaped benches (random weights, 512x512, batch 1, 50 DDIM steps): ril f32 sampling
-#      and training steps, PyTorch bf16 and fp32; peak GPU memory polled with nvidia-smi;
-#   3. tiny RID run (configs/tiny/rid-ahc.toml, backend cuda) vs the CPU run's metrics;
-#   4. ril bf16 sampling;
-#   5. tools/bench/gpu_report.py: samples/s, TFLOP/s, MFU and the ratios, as report.md.
-# $OUT (or ./gpu-out) receives summary.txt, report.md, gpu-out.tar.gz with every log and JSON, and
-# cubecl-cache.tar.gz (unpack it into .gpu/ here so that the next call starts warm).
+#   1. tiny parity pipeline on the GPU (ril sample from the fixture latents) vs diffusers' image;
+#   2. sd15 shapes with random weights, ril and PyTorch in turn (pair below): the training steps
+#      (baseline and RID, each with its per-phase profile) with each reward, bf16 and f32, batch 1
+#      and the paper's RID micro-batch 8 (then 16); UNet forward with CFG, VAE decode and the
+#      50-step sampling run; peak GPU memory of each process polled with nvidia-smi;
+#   3. tools/bench/gpu_report.py: samples/s, TFLOP/s, MFU and the ratios, as report.md, and
+#      record.json (everything, for docs/bench/).
+# $OUT (or ./gpu-out) receives summary.txt, report.md, record.json and gpu-out.tar.gz (every log).
 set -uo pipefail
 RIL=${1:?usage: [BACKEND=tch-cuda|cuda] gpu.sh PATH/TO/ril[.xz]}
 BACKEND=${BACKEND:-tch-cuda}
@@ -61,9 +57,13 @@ for d in ${LD_LIBRARY_PATH//:/ }; do ls -l "$d"/libcuda.so* "$d"/libnvrtc* 2>/de
 # returned as cubecl-cache.tar.gz so that a later call can carry them (unpack into .gpu/). Burn's
 # CUDA backend JIT-compiles every kernel with NVRTC (about 0.5 s each on the H200) and autotunes
 # each matmul shape by compiling ~8 candidates: without a cache, a fresh process spends minutes.
+if [ "$BACKEND" = cuda ]; then
 mkdir -p .gpu/cubecl-cache
 printf '[compilation]\ncache = { file = "%s" }\n[autotune]\ncache = { file = "%s" }\n' \
   "$PWD/.gpu/cubecl-cache" "$PWD/.gpu/cubecl-cache" > cubecl.toml
+fi
+python3 -c 'import torch; print(torch.__version__, torch.version.cuda)' > "$OUT/torch.txt" 2>&1
+date -u +%Y-%m-%dT%H:%M:%SZ > "$OUT/date.txt"
 
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -74,6 +74,8 @@ fi
 # budget), its output in $OUT/NAME.log, GPU memory polled every 100 ms into $OUT/NAME.mem.
 phase() {
   local name=$1 max=$2; shift 2
+  # ONLY="name ..." runs just those phases (a second call for what the first one's budget cut).
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   local left=$((BUDGET - SECONDS))
   if [ "$left" -lt 20 ]; then echo "$name: skipped (budget spent)" | tee -a "$SUMMARY"; return; fi
   [ "$max" -gt "$left" ] && max=$left
@@ -102,28 +104,39 @@ if [ "${LAST_RC:-1}" -ne 0 ] && [ "$BACKEND" = cuda ]; then   # once more withou
   echo "retry with LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$SUMMARY"
   phase tiny-sample 90 "$RIL" "${TINY[@]}"
 fi
-python3 tools/bench/gpu_report.py compare-image "$FIX/reference/pipeline.safetensors" "$OUT/tiny" | tee -a "$SUMMARY"
+[ -d "$OUT/tiny" ] && python3 tools/bench/gpu_report.py compare-image "$FIX/reference/pipeline.safetensors" "$OUT/tiny" | tee -a "$SUMMARY"
 
 
-phase ril-sample-f32 150 "$RIL" bench --preset sd15 --backend "$BACKEND" --what sample --reps 3 --json "$OUT/ril-sample-f32.json"
-phase ril-train-bf16 150 "$RIL" bench --preset sd15 --backend "$BACKEND" --dtype bf16 --what train-step --reps 2 --json "$OUT/ril-train-bf16.json"
-phase ril-train-f32 150 "$RIL" bench --preset sd15 --backend "$BACKEND" --what train-step --reps 2 --json "$OUT/ril-train-f32.json"
-phase pytorch-bf16 100 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype bf16 --threads 16 --reps 3 --json "$OUT/pytorch-bf16.json"
-phase pytorch-fp32 100 python3 tools/bench/bench.py --preset sd15 --device cuda --dtype fp32 --threads 16 --reps 3 --json "$OUT/pytorch-fp32.json"
-sed -e "s/^backend = \"cpu\"/backend = \"$BACKEND\"/" -e 's#^output = .*#output = "../../runs/tiny/rid-ahc-cuda"#' \
-  configs/tiny/rid-ahc.toml > configs/tiny/rid-ahc-cuda.toml
-rm -rf runs/tiny/rid-ahc-cuda
-phase tiny-train 90 "$RIL" train --config configs/tiny/rid-ahc-cuda.toml
-cp runs/tiny/rid-ahc-cuda/metrics.jsonl "$OUT/cuda-metrics.jsonl" 2>/dev/null
-if [ -f .gpu/cpu-metrics.jsonl ] && [ -f runs/tiny/rid-ahc-cuda/metrics.jsonl ]; then
-  python3 tools/bench/gpu_report.py compare-metrics .gpu/cpu-metrics.jsonl runs/tiny/rid-ahc-cuda/metrics.jsonl | tee -a "$SUMMARY"
-fi
-
-phase ril-sample-bf16 90 "$RIL" bench --preset sd15 --backend "$BACKEND" --dtype bf16 --what sample --reps 3 --json "$OUT/ril-sample-bf16.json"
+# sd15 shapes, random weights, 512x512, 50 DDIM steps: ril and PyTorch in turn, the most
+# important first (the budget may end the list). NAME = impl-dtype-reward-bBATCH (what = sample for
+# the sampling timings); each ril process also records the time from its start to its first
+# finished training step, each phase the peak GPU memory nvidia-smi saw.
+SD15=(--preset sd15 --backend "$BACKEND")
+PT=(python3 tools/bench/bench.py --preset sd15 --device cuda --threads 16)
+pair() {   # pair DTYPE WHAT REWARD BATCH REPS RIL_LIMIT PT_LIMIT
+  local dt=$1 what=$2 reward=$3 b=$4 reps=$5 n
+  n=$dt-$reward-b$b; [ "$what" = sample ] && n=$dt-sample-b$b
+  phase "ril-$n" "$6" "$RIL" bench "${SD15[@]}" --dtype "$dt" --what "$what" --reward "$reward" \
+    --batch "$b" --reps "$reps" --json "$OUT/ril-$n.json"
+  local pdt=$dt; [ "$dt" = f32 ] && pdt=fp32
+  phase "pytorch-$n" "$7" "${PT[@]}" --dtype "$pdt" --what "$what" --reward "$reward" \
+    --batch "$b" --reps "$reps" --json "$OUT/pytorch-$n.json"
+}
+pair bf16 train-step compress 1 2 120 90
+pair bf16 sample compress 1 3 90 60
+pair bf16 train-step aesthetic 1 2 120 90
+pair bf16 train-step hps 1 2 120 90
+pair f32 train-step compress 1 2 120 90
+pair bf16 train-step compress 8 1 150 120   # the paper's RID micro-batch
+pair f32 sample compress 1 3 90 60
+pair f32 train-step aesthetic 1 2 120 90
+pair f32 train-step hps 1 2 120 90
+pair bf16 train-step compress 16 1 150 120
 
 python3 tools/bench/gpu_report.py report "$OUT" > "$OUT/report.md" 2>&1
-cp "$SUMMARY" "$OUT/report.md" "$FINAL/"
+python3 tools/bench/gpu_report.py record "$OUT" "$OUT/record.json" >> "$OUT/report.md" 2>&1
+cp "$SUMMARY" "$OUT/report.md" "$OUT/record.json" "$FINAL/"
 tar czf "$FINAL/gpu-out.tar.gz" -C /tmp gpu-out
-tar czf "$FINAL/cubecl-cache.tar.gz" -C .gpu cubecl-cache
+[ "$BACKEND" = cuda ] && tar czf "$FINAL/cubecl-cache.tar.gz" -C .gpu cubecl-cache
 ls -la "$FINAL"
 cat "$SUMMARY" "$OUT/report.md"

@@ -5,6 +5,7 @@
   compare-image FIXTURE DIR    worst pixel of DIR/000.png, 001.png against diffusers' image
   compare-metrics CPU CUDA     per-step training reward and loss of two metrics.jsonl files
   report OUT                   samples/s, TFLOP/s, MFU and ril / PyTorch ratios of the bench JSONs
+  record OUT FILE              all of it as one JSON record (docs/bench/)
 
 FLOP counts (REFERENCE.md, measured with PyTorch's counter): a UNet forward is 0.803 TFLOP per
 64x64 latent, a VAE decode 2.51 TFLOP per 512x512 image. Peaks for MFU are the H100/H200 SXM
@@ -80,67 +81,136 @@ def compare_metrics(cpu, cuda):
           f"{min(len(a), len(b))} steps: " + ", ".join(f"{k} {v:.2e}" for k, v in sorted(worst.items())))
 
 
-def load(out, name):
+def records(out):
+    """Every bench JSON of the run, keyed by its file name without .json (impl-dtype-what-bN)."""
+    recs = {}
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".json") and (name.startswith("ril-") or name.startswith("pytorch-")):
+            try:
+                recs[name[:-5]] = json.load(open(os.path.join(out, name)))
+            except (OSError, ValueError) as e:
+                print(f"{name}: unreadable ({e})", file=sys.stderr)
+    return recs
+
+
+def peak_gpu_mib(out, name):
+    """The largest nvidia-smi reading of a phase (whole card, MiB), or None."""
+    try:
+        vals = [int(l) for l in open(os.path.join(out, name + ".mem")) if l.strip().isdigit()]
+        return max(vals) if vals else None
+    except OSError:
+        return None
+
+
+def text(out, name):
     p = os.path.join(out, name)
-    return json.load(open(p)) if os.path.exists(p) else None
+    return open(p).read().strip() if os.path.exists(p) else "?"
 
 
-def report(out):
-    recs = {
-        ("ril", "f32"): [load(out, "ril-sample-f32.json"), load(out, "ril-train-f32.json")],
-        ("ril", "bf16"): [load(out, "ril-sample-bf16.json")],
-        ("pytorch", "fp32"): [load(out, "pytorch-fp32.json")],
-        ("pytorch", "bf16"): [load(out, "pytorch-bf16.json")],
-    }
-    merged, meta = {}, {}
-    for key, parts in recs.items():
-        res = {}
-        for r in parts:
-            if r:
-                res.update(r["results"])
-                meta[key] = r
-        merged[key] = res
-    gpu = open(os.path.join(out, "gpu.txt")).read().strip() if os.path.exists(os.path.join(out, "gpu.txt")) else "?"
-    batch = next((m["batch"] for m in meta.values()), 1)
-    steps = next((m["steps"] for m in meta.values()), 50)
-    print(f"# sd15-shaped benches on {gpu}\n")
-    print(f"512x512, batch {batch}, {steps} DDIM steps, CFG (UNet batch {2 * batch}); random weights. "
-          "Median of the timed repetitions after one warm-up.\n")
-    flops = {
+# A training step per image: the 49 guided no-grad steps, the guided last step forward and
+# backward, the decode forward and backward (REFERENCE.md: about 93 TFLOP per sample); RID adds
+# the teacher's guided last step (1.6 TFLOP).
+TRAIN_TFLOP = {"train_step_baseline": 93.0, "train_step_rid": 93.0 + 2 * UNET_TFLOP}
+
+
+def flops(op, batch, steps):
+    return {
         "unet_forward": UNET_TFLOP * 2 * batch,
         "vae_decode": VAE_TFLOP * batch,
         "sample": steps * UNET_TFLOP * 2 * batch + VAE_TFLOP * batch,
-    }
-    names = ["unet_forward", "vae_decode", "sample", "train_step_baseline", "train_step_rid"]
-    print("| impl | dtype | operation | median | samples/s | TFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|")
-    for (impl, dt), res in merged.items():
-        for n in names:
-            if n not in res:
+    }.get(op, TRAIN_TFLOP.get(op, 0.0) * batch * steps / 50)
+
+
+OPS = ["unet_forward", "vae_decode", "sample", "train_step_baseline", "train_step_rid"]
+
+
+def rows(out):
+    """One row per (dtype, reward, batch, operation) with ril's and PyTorch's figures."""
+    recs = records(out)
+    out_rows = []
+    for name, r in recs.items():
+        if r.get("impl") != "ril":
+            continue
+        pt_name = "pytorch-" + name[len("ril-"):]
+        pt = recs.get(pt_name, {})
+        res, pres = r.get("results", {}), pt.get("results", {})
+        dt, batch, steps = r.get("dtype"), r.get("batch", 1), r.get("steps", 50)
+        for op in OPS:
+            if op not in res:
                 continue
-            t = res[n]["median_s"]
-            sps = f"{batch / t:.3f}" if n in ("sample", "train_step_baseline", "train_step_rid") else ""
-            tf = flops.get(n)
-            tfs = f"{tf / t:.1f}" if tf else ""
-            mfu = f"{100 * tf / t / PEAK[dt]:.1f} %" if tf else ""
-            print(f"| {impl} | {dt} | {n} | {t * 1000:.1f} ms | {sps} | {tfs} | {mfu} |")
-    print("\n| operation | ril f32 / PyTorch fp32 | ril bf16 / PyTorch bf16 | ril f32 / PyTorch bf16 |")
-    print("|---|---|---|---|")
-    for n in names:
-        def ratio(a, b):
-            ra, rb = merged[a].get(n), merged[b].get(n)
-            return f"{ra['median_s'] / rb['median_s']:.2f}" if ra and rb else "-"
-        print(f"| {n} | {ratio(('ril', 'f32'), ('pytorch', 'fp32'))} | {ratio(('ril', 'bf16'), ('pytorch', 'bf16'))} | {ratio(('ril', 'f32'), ('pytorch', 'bf16'))} |")
-    for key in merged:
-        r = merged[key].get("rid_over_baseline")
-        if r:
-            print(f"\nRID / baseline step time, {key[0]} {key[1]}: {r:.3f}")
-    for key, res in merged.items():
-        mem = [f"{n} {v['peak_mem_gib']:.2f} GiB" for n, v in res.items() if isinstance(v, dict) and "peak_mem_gib" in v]
-        if mem:
-            print(f"\nPyTorch {key[1]} peak allocated memory: " + ", ".join(mem))
+            t = res[op]["median_s"]
+            pt_t = pres.get(op, {}).get("median_s")
+            tf = flops(op, batch, steps)
+            per_image = op in ("sample", "train_step_baseline", "train_step_rid")
+            row = {
+                "dtype": dt, "reward": r.get("reward") if op.startswith("train") else None,
+                "batch": batch, "operation": op, "ril_median_s": t, "pytorch_median_s": pt_t,
+                "ril_samples_per_s": batch / t if per_image else None,
+                "pytorch_samples_per_s": batch / pt_t if per_image and pt_t else None,
+                "ril_speed_over_pytorch": pt_t / t if pt_t else None,
+                "tflop": tf, "ril_tflop_per_s": tf / t,
+                "ril_mfu": tf / t / PEAK[dt], "pytorch_mfu": tf / pt_t / PEAK[dt] if pt_t else None,
+                "ril_peak_gpu_mib": peak_gpu_mib(out, name),
+                "pytorch_peak_gpu_mib": peak_gpu_mib(out, pt_name),
+                "pytorch_peak_allocated_gib": pres.get(op, {}).get("peak_mem_gib"),
+            }
+            out_rows.append(row)
+    return out_rows, recs
+
+
+def fmt(v, f):
+    return "-" if v is None else f.format(v)
+
+
+def report(out):
+    table, recs = rows(out)
+    print(f"# sd15-shaped benches on {text(out, 'gpu.txt')}, torch {text(out, 'torch.txt')}, {text(out, 'date.txt')}\n")
+    print("512x512, 50 DDIM steps, CFG 7.5 (UNet batch 2B), random weights, LoRA rank 4 on the attention "
+          "projections; median of the timed repetitions after one warm-up each. Speed = PyTorch's time / "
+          "ril's (above 1: ril faster). MFU against 989 TFLOP/s bf16, 67 fp32 (TRAIN_TFLOP: about 93 per "
+          "image, REFERENCE.md). Peak GPU = nvidia-smi's largest reading of the whole process.\n")
+    print("| dtype | reward | batch | operation | ril | PyTorch | speed | ril img/s | PyTorch img/s | ril MFU | PyTorch MFU | ril peak GPU | PyTorch peak GPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['dtype']} | {r['reward'] or ''} | {r['batch']} | {r['operation']} | "
+              f"{r['ril_median_s'] * 1000:.1f} ms | {fmt(r['pytorch_median_s'] and r['pytorch_median_s'] * 1000, '{:.1f} ms')} | "
+              f"{fmt(r['ril_speed_over_pytorch'], '{:.2f}x')} | {fmt(r['ril_samples_per_s'], '{:.3f}')} | "
+              f"{fmt(r['pytorch_samples_per_s'], '{:.3f}')} | {100 * r['ril_mfu']:.1f} % | "
+              f"{fmt(r['pytorch_mfu'] and 100 * r['pytorch_mfu'], '{:.1f} %')} | "
+              f"{fmt(r['ril_peak_gpu_mib'] and r['ril_peak_gpu_mib'] / 1024, '{:.1f} GiB')} | "
+              f"{fmt(r['pytorch_peak_gpu_mib'] and r['pytorch_peak_gpu_mib'] / 1024, '{:.1f} GiB')} |")
+    print()
+    for name, r in recs.items():
+        res = r.get("results", {})
+        first = res.get("first_train_step_since_start_s")
+        if first is not None:
+            print(f"- {name}: first training step finished {first:.1f} s after the process started")
+    for name, r in recs.items():
+        for m in ("baseline", "rid"):
+            ph = r.get("results", {}).get(f"phases_{m}")
+            if ph:
+                print(f"- {name} {m} phases (s): " + ", ".join(f"{k} {v:.3f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in ph.items()))
+
+
+def record(out, path):
+    """Everything of the run as one JSON record (docs/bench/)."""
+    table, recs = rows(out)
+    rec = {
+        "card": text(out, "gpu.txt"), "torch": text(out, "torch.txt"), "date": text(out, "date.txt"),
+        "units": {"*_median_s": "s", "*_samples_per_s": "images/s", "tflop": "TFLOP per call",
+                  "*_mfu": "fraction of the dense peak", "*_peak_gpu_mib": "MiB (nvidia-smi, whole process)",
+                  "pytorch_peak_allocated_gib": "GiB (torch.cuda.max_memory_allocated)",
+                  "first_train_step_since_start_s": "s"},
+        "rows": table, "runs": recs,
+        "summary": text(out, "summary.txt").splitlines(),
+    }
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(rec, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    print(f"record: {path} ({len(table)} rows)")
 
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"latents": latents, "compare-image": compare_image, "compare-metrics": compare_metrics, "report": report}[cmd](*args)
+    {"latents": latents, "compare-image": compare_image, "compare-metrics": compare_metrics, "report": report, "record": record}[cmd](*args)
