@@ -18,7 +18,8 @@
 //!
 //! The extra memory is a few [B, H, rows, M] tiles of one block at a time (rows chosen so a
 //! tile holds about [`TILE_ELEMS`] values), at the price of computing Q Kᵀ a second time.
-//! Everything is written with Burn tensor ops on the inner backend, so it runs on every backend.
+//! Everything is written with Burn tensor ops on the inner backend, so it runs on every backend;
+//! on LibTorch the backward is torch's own fused one instead (`torch_grads`).
 //! Models stay generic over `B: Backend`: `dispatch` recognises at run time (by type id, as
 //! `crate::flex` does for the flex kernels) the autodiff backends ril runs on.
 
@@ -158,7 +159,12 @@ impl<X: Backend> Backward<X, 3> for AttentionBackward {
         let d_out = wrap(grads.consume::<X>(&ops.node));
         let [pq, pk, pv] = ops.parents;
         let want = [pq.is_some(), pk.is_some(), pv.is_some()];
-        let [dq, dk, dv] = blocked_grads(q, k, v, wrap(out), d_out, want, self.rows);
+        #[cfg(feature = "tch")]
+        let torch = torch_grads(&q, &k, &v, &d_out, want);
+        #[cfg(not(feature = "tch"))]
+        let torch = None;
+        let [dq, dk, dv] =
+            torch.unwrap_or_else(|| blocked_grads(q, k, v, wrap(out), d_out, want, self.rows));
         for (parent, grad) in [(pq, dq), (pk, dk), (pv, dv)] {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<X>(node.id, grad.into_primitive().tensor());
@@ -239,6 +245,66 @@ fn blocked_grads<X: Backend>(
         back(dk, dtypes[1]),
         back(dv, dtypes[2]),
     ]
+}
+
+/// On LibTorch (`X`'s float tensors are burn-tch's): the gradients from torch's own
+/// scaled-dot-product-attention backward (the flash or memory-efficient kernels on CUDA, the
+/// fused kernel on the CPU device), through torch's autograd on this op alone: q, k, v as fresh
+/// leaves, the forward once more, and the backward of Σ out ∘ d_out, whose gradient with respect
+/// to out is d_out. Torch keeps its softmax statistics in f32 in bf16 too; the blocked backward
+/// above would take hundreds of small kernels per layer at the paper's batch sizes (64 query
+/// rows per block at batch 1, 8 at batch 8). `None` on other backends.
+#[cfg(feature = "tch")]
+fn torch_grads<X: Backend>(
+    q: &Tensor<X, 4>,
+    k: &Tensor<X, 4>,
+    v: &Tensor<X, 4>,
+    d_out: &Tensor<X, 4>,
+    want: [bool; 3],
+) -> Option<[Option<Tensor<X, 4>>; 3]> {
+    use burn_tch::TchTensor;
+    if TypeId::of::<FloatTensor<X>>() != TypeId::of::<TchTensor>() {
+        return None;
+    }
+    let torch = |t: &Tensor<X, 4>| cast::<_, TchTensor>(t.clone().into_primitive().tensor());
+    let (q, k, v, d_out) = (torch(q)?, torch(k)?, torch(v)?, torch(d_out)?);
+    if want == [false; 3] {
+        return Some([None, None, None]);
+    }
+    let mut grads = tch::with_grad(|| {
+        let leaves = [&q, &k, &v]
+            .map(|t| t.tensor.detach())
+            .into_iter()
+            .zip(want)
+            .map(|(t, w)| t.set_requires_grad(w))
+            .collect::<Vec<_>>();
+        let out = tch::Tensor::scaled_dot_product_attention(
+            &leaves[0],
+            &leaves[1],
+            &leaves[2],
+            None::<tch::Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let vjp = (&out * &d_out.tensor).sum(out.kind());
+        let inputs: Vec<&tch::Tensor> = leaves
+            .iter()
+            .zip(want)
+            .filter_map(|(t, w)| w.then_some(t))
+            .collect();
+        tch::Tensor::run_backward(&[vjp], &inputs, false, false)
+    })
+    .into_iter();
+    let mut next = |w: bool| -> Option<Option<Tensor<X, 4>>> {
+        if !w {
+            return Some(None);
+        }
+        let g: FloatTensor<X> = cast(TchTensor::new(grads.next()?))?;
+        Some(Some(Tensor::from_primitive(TensorPrimitive::Float(g))))
+    };
+    Some([next(want[0])?, next(want[1])?, next(want[2])?])
 }
 
 /// `sum + term` (`term` when there is no sum yet).
