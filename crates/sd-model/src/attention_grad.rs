@@ -159,10 +159,7 @@ impl<X: Backend> Backward<X, 3> for AttentionBackward {
         let d_out = wrap(grads.consume::<X>(&ops.node));
         let [pq, pk, pv] = ops.parents;
         let want = [pq.is_some(), pk.is_some(), pv.is_some()];
-        #[cfg(feature = "tch")]
         let torch = torch_grads(&q, &k, &v, &d_out, want);
-        #[cfg(not(feature = "tch"))]
-        let torch = None;
         let [dq, dk, dv] =
             torch.unwrap_or_else(|| blocked_grads(q, k, v, wrap(out), d_out, want, self.rows));
         for (parent, grad) in [(pq, dq), (pk, dk), (pv, dv)] {
@@ -305,6 +302,18 @@ fn torch_grads<X: Backend>(
         Some(Some(Tensor::from_primitive(TensorPrimitive::Float(g))))
     };
     Some([next(want[0])?, next(want[1])?, next(want[2])?])
+}
+
+/// Without LibTorch there is no torch backward to take.
+#[cfg(not(feature = "tch"))]
+fn torch_grads<X: Backend>(
+    _: &Tensor<X, 4>,
+    _: &Tensor<X, 4>,
+    _: &Tensor<X, 4>,
+    _: &Tensor<X, 4>,
+    _: [bool; 3],
+) -> Option<[Option<Tensor<X, 4>>; 3]> {
+    None
 }
 
 /// `sum + term` (`term` when there is no sum yet).
