@@ -265,40 +265,26 @@ fn torch_grads<X: Backend>(
     }
     let torch = |t: &Tensor<X, 4>| cast::<_, TchTensor>(t.clone().into_primitive().tensor());
     let (q, k, v, d_out) = (torch(q)?, torch(k)?, torch(v)?, torch(d_out)?);
-    if want == [false; 3] {
-        return Some([None, None, None]);
-    }
-    let mut grads = tch::with_grad(|| {
-        let leaves = [&q, &k, &v]
-            .map(|t| t.tensor.detach())
-            .into_iter()
-            .zip(want)
-            .map(|(t, w)| t.set_requires_grad(w))
-            .collect::<Vec<_>>();
-        let out = tch::Tensor::scaled_dot_product_attention(
-            &leaves[0],
-            &leaves[1],
-            &leaves[2],
+    let inputs = [&q.tensor, &k.tensor, &v.tensor];
+    let mut grads = crate::tch_ops::vjp(&inputs, &want, &d_out.tensor, |t| {
+        tch::Tensor::scaled_dot_product_attention(
+            &t[0],
+            &t[1],
+            &t[2],
             None::<tch::Tensor>,
             0.0,
             false,
             None,
             false,
-        );
-        let vjp = (&out * &d_out.tensor).sum(out.kind());
-        let inputs: Vec<&tch::Tensor> = leaves
-            .iter()
-            .zip(want)
-            .filter_map(|(t, w)| w.then_some(t))
-            .collect();
-        tch::Tensor::run_backward(&[vjp], &inputs, false, false)
+        )
     })
     .into_iter();
     let mut next = |w: bool| -> Option<Option<Tensor<X, 4>>> {
+        let g = grads.next()?;
         if !w {
             return Some(None);
         }
-        let g: FloatTensor<X> = cast(TchTensor::new(grads.next()?))?;
+        let g: FloatTensor<X> = cast(TchTensor::new(g?))?;
         Some(Some(Tensor::from_primitive(TensorPrimitive::Float(g))))
     };
     Some([next(want[0])?, next(want[1])?, next(want[2])?])

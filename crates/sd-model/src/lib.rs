@@ -17,6 +17,8 @@ pub mod pickle;
 pub mod pipeline;
 pub mod sampler;
 pub mod save;
+#[cfg(feature = "tch")]
+mod tch_ops;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -45,7 +45,8 @@ pub fn group_norm<B: Backend>(
 }
 
 /// `GroupNorm::forward` for an [N, C, H, W] input. On burn-flex (f32) a fused kernel
-/// (`crate::flex`: f64 statistics, one output pass; 3x faster at the VAE's sizes); elsewhere the
+/// (`crate::flex`: f64 statistics, one output pass; 3x faster at the VAE's sizes); on LibTorch
+/// torch's `group_norm` (`crate::tch_ops`, f32 accumulation, under autodiff too); elsewhere the
 /// same operations in the same order as Burn's forward (bit-identical results, gradients
 /// included), except that the affine step runs through `per_channel` rather than a broadcast
 /// from [1, C, 1, 1], which made burn's GroupNorm 80x slower than PyTorch's on CPU.
@@ -78,6 +79,17 @@ fn group_norm_act<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>, act: bool) -
     let groups = norm.num_groups;
     if let Some(y) = crate::flex::group_norm(&x, groups, norm.epsilon, params.as_ref(), act) {
         return y;
+    }
+    #[cfg(feature = "tch")]
+    if let Some(gb) = &params {
+        let args = crate::tch_ops::GroupNormArgs {
+            groups,
+            eps: norm.epsilon,
+            silu: act,
+        };
+        if let Some(y) = crate::tch_ops::group_norm(&x, gb, args) {
+            return y;
+        }
     }
     let len = c / groups * h * w;
     let x = x.reshape([n, groups, len]);
