@@ -259,8 +259,9 @@ def main():
     for i, fn in enumerate(steps.values()):
         fn()
         sync(dev)
-        if i == 0 and since_process_start() is not None:
-            put("first_train_step_since_start_s", since_process_start())
+        age = since_process_start() if i == 0 else None
+        if age is not None:
+            put("first_train_step_since_start_s", age)
     ts = {name: [] for name in steps}
     for _ in range(min(a.reps, 3)):
         for name, fn in steps.items():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks in one command, for the device machine (CI never runs it). Build the
 # binary here first and take it along with the wheels PyTorch's side lacks there. The default
-# backend is LibTorch (BACKEND=tch-cuda; the binary links libtorch dynamically, about 30 MB, 6 xz'd):
+# backend is LibTorch (BACKEND=tch-cuda; the binary links libtorch dynamically, about 35 MB, 7.5 xz'd):
 #
 #   PATH=~/.cache/ril/torch-2.11.0-venv/bin:$PATH LIBTORCH_USE_PYTORCH=1 \
 #     LIBTORCH_BYPASS_VERSION_CHECK=1 cargo build --release --features tch --bin ril
